@@ -1,0 +1,93 @@
+"""Click options shared by every command that loads models or decodes (generate, chat, eval...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .errors import BlendinError
+from .models import default_model, load_pair
+from .pair import ModelPair
+from .sampling import SamplingSettings
+from .settings import METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+model_options = _stack(
+    click.option("--base", "base", default=None, metavar="MODEL",
+                 help="Base model: catalog name or GGUF path [default: the default pair's base]."),
+    click.option("--guide", "guide", default=None, metavar="MODEL",
+                 help="Guide model: catalog name or GGUF path [default: the default pair's guide]."),
+    click.option("--anti-expert", "anti", default=None, metavar="MODEL",
+                 help="The guide's untuned counterpart (method proxy only)."),
+    click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
+                 help="Context length of each model."),
+    click.option("--n-gpu-layers", type=int, default=-1, show_default=True,
+                 help="Layers to offload to the GPU (-1 = all; no effect on a CPU build)."),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="CPU threads [default: llama.cpp's choice]."),
+)
+
+decoding_options = _stack(
+    click.option("--method", type=click.Choice(METHODS), default="blendin", show_default=True,
+                 help="Decoding method."),
+    click.option("--gamma", type=float, default=0.4, show_default=True,
+                 help="Gate: the guide speaks when the base's top-1 probability < gamma."),
+    click.option("--alpha", default="auto", show_default=True,
+                 help="Blend weight of the guide: 'auto' or a number in [0, 1]."),
+    click.option("--support", type=click.Choice(["full", "top100"]), default="full",
+                 show_default=True, help="Blend full distributions, or the paper's top-100 strings."),
+    click.option("--cap", type=float, default=None,
+                 help="Intervention cap: after 20 tokens, stop intervening while the rate >= CAP."),
+    click.option("--guide-can-stop/--no-guide-can-stop", default=True, show_default=True,
+                 help="Let the guide's end-of-turn end the answer through base EOS."),
+    click.option("--max-tokens", type=int, default=256, show_default=True),
+    click.option("--temperature", type=float, default=0.0, show_default=True,
+                 help="0 = greedy."),
+    click.option("--top-k", type=int, default=0, show_default=True, help="0 = off."),
+    click.option("--top-p", type=float, default=1.0, show_default=True),
+    click.option("--min-p", type=float, default=0.0, show_default=True),
+    click.option("--seed", type=int, default=None, help="Seed for sampling (same seed ⇒ same text)."),
+    click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+)
+
+
+def settings_from_options(opts: dict[str, Any], *, diagnostics: bool = False) -> GenerationSettings:
+    """Build validated settings from the decoding options (raises UsageError with the flag name)."""
+    sampling = SamplingSettings(
+        temperature=opts["temperature"], top_k=opts["top_k"], top_p=opts["top_p"],
+        min_p=opts["min_p"], seed=opts["seed"],
+    )
+    return GenerationSettings(
+        method=opts["method"], gamma=opts["gamma"], alpha=parse_alpha(opts["alpha"]),
+        support=opts["support"], cap=opts["cap"], guide_can_stop=opts["guide_can_stop"],
+        max_tokens=opts["max_tokens"], stop=tuple(opts["stop"]), sampling=sampling,
+        diagnostics=diagnostics,
+    )
+
+
+def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]) -> ModelPair:
+    """Load only the models the given methods need (default pair where not named)."""
+    need_base = any(m in NEEDS_BASE for m in methods)
+    need_guide = any(m in NEEDS_GUIDE for m in methods)
+    if "proxy" in methods and not opts.get("anti"):
+        raise BlendinError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
+    return load_pair(
+        (opts.get("base") or default_model("base")) if need_base else None,
+        (opts.get("guide") or default_model("guide")) if need_guide else None,
+        opts.get("anti") if "proxy" in methods else None,
+        n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
+        seed=opts.get("seed") or 0,
+    )

@@ -1,0 +1,185 @@
+"""One BlendIn decision at a base position (spec §2), shared by ``generate`` and ``replay``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import blend
+from .errors import UsageError
+from .pair import ModelPair, prompt_for
+from .projection import Projection
+from .prompts import Conversation
+from .settings import CAP_WARMUP, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings
+from .steps import Candidate, Provenance, Step
+from .sync import TextSync
+
+F32 = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The final distribution of a step and how it came about."""
+
+    probs: F32
+    p_base: F32
+    intervened: bool
+    b: float
+    g: float | None = None
+    alpha: float | None = None
+    q_guide: F32 | None = None
+    approx_mass: float | None = None
+    t_guide: float = 0.0
+
+
+def check_pair(pair: ModelPair, settings: GenerationSettings) -> None:
+    """Fail early, naming the missing model, when a method cannot run on this pair."""
+    if settings.method in NEEDS_BASE and pair.base is None:
+        raise UsageError(f"method {settings.method!r} needs a base model (--base)")
+    if settings.method in NEEDS_GUIDE and pair.guide is None:
+        raise UsageError(f"method {settings.method!r} needs a guide model (--guide)")
+    if settings.method == "proxy" and pair.anti is None:
+        raise UsageError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
+    if settings.method in NEEDS_BASE and settings.method != "nudging" and pair.guide is not None:
+        if pair.projection is None:
+            raise UsageError("the pair has no guide→base projection (load it with load_pair)")
+
+
+class Decider:
+    """Gate, guide catch-up, projection and blend for the base-driven methods in full support."""
+
+    def __init__(self, pair: ModelPair, settings: GenerationSettings, conv: Conversation) -> None:
+        self.pair = pair
+        self.settings = settings
+        self.method = settings.method
+        self.interventions = 0
+        self.guide_sync: TextSync | None = None
+        self.anti_sync: TextSync | None = None
+        self.projection: Projection | None = None
+        if pair.guide is not None and self.method in ("blendin", "ensemble", "proxy"):
+            gp = prompt_for(pair.guide, conv, role="guide")
+            self.guide_sync = TextSync(pair.guide, gp.text, add_bos=gp.add_bos)
+            proj = pair.projection
+            assert proj is not None
+            self.projection = proj if settings.guide_can_stop else proj.without_end()
+            kept = self.projection.target[self.projection.target >= 0]
+            self._support = np.unique(kept)
+            self._approx = self.projection.approx_mask
+        if self.method == "proxy" and pair.anti is not None:
+            ap = prompt_for(pair.anti, conv, role="guide")
+            self.anti_sync = TextSync(pair.anti, ap.text, add_bos=ap.add_bos)
+
+    def gate_open(self, p_base: F32, index: int) -> bool:
+        """Does the guide speak at this step? (γ gate, then the optional intervention cap)."""
+        if self.method in ("base",) or self.guide_sync is None:
+            return False
+        if self.method == "proxy":
+            return True
+        if not blend.should_intervene(p_base, self.settings.gamma):
+            return False
+        cap = self.settings.cap
+        return not (cap is not None and index >= CAP_WARMUP and self.interventions / index >= cap)
+
+    def _guide_distribution(self, sync: TextSync, y: bytes) -> tuple[F32, F32]:
+        """Catch the guide up with ``y``; returns (p_guide over its vocab, q over base vocab)."""
+        sync.update(y)
+        p = blend.softmax(sync.engine.logits())
+        assert self.projection is not None
+        if self.projection.identity:
+            return p, p
+        q, _ = blend.project(p, self.projection.target, self.projection.n_base)
+        return p, q
+
+    def decide(self, base_logits: F32, y: bytes, index: int) -> Decision:
+        p_base = blend.softmax(base_logits)
+        b = float(p_base.max())
+        if not self.gate_open(p_base, index):
+            return Decision(p_base, p_base, False, b)
+        self.interventions += 1
+        assert self.guide_sync is not None
+        t0 = time.perf_counter()
+        p_guide, q_guide = self._guide_distribution(self.guide_sync, y)
+        g = float(p_guide.max())
+        approx = float(p_guide[self._approx].sum()) if self._approx.any() else 0.0
+        if self.method == "proxy":
+            assert self.anti_sync is not None
+            _, q_anti = self._guide_distribution(self.anti_sync, y)
+            t_guide = time.perf_counter() - t0
+            probs = blend.proxy_combine(p_base, q_guide, q_anti)
+            return Decision(probs, p_base, True, b, g, None, q_guide, approx, t_guide)
+        t_guide = time.perf_counter() - t0
+        alpha = self.settings.alpha
+        if alpha is None:
+            alpha = blend.auto_alpha(b, g, float(p_base[int(np.argmax(q_guide))]))
+        probs = blend.blend(p_base, q_guide, alpha)
+        return Decision(probs, p_base, True, b, g, alpha, q_guide, approx, t_guide)
+
+    def overlaps(self, p_base: F32, q_guide: F32) -> tuple[float, float]:
+        """overlap@10 and @100, ranking the guide only over base ids its projection reaches."""
+        top_b = blend.top_k_ids(p_base, 100)
+        sub = self._support if self._support.size < q_guide.size else None
+        if sub is None:
+            top_g = blend.top_k_ids(q_guide, 100)
+        else:
+            top_g = sub[blend.top_k_ids(q_guide[sub], 100)]
+        o10 = np.intersect1d(top_b[:10], top_g[:10]).size / 10.0
+        o100 = np.intersect1d(top_b, top_g).size / 100.0
+        return float(o10), float(o100)
+
+
+def candidates(p: F32, pieces: list[bytes], n: int) -> tuple[Candidate, ...]:
+    ids = blend.top_k_ids(p, n)
+    return tuple(
+        Candidate(int(i), pieces[i].decode("utf-8", errors="replace"), float(p[i])) for i in ids
+    )
+
+
+def provenance_of(decision: Decision, token: int) -> Provenance:
+    if not decision.intervened:
+        return Provenance.BASE
+    if token == int(np.argmax(decision.p_base)):
+        return Provenance.BLEND_AGREE
+    return Provenance.BLEND_GUIDE
+
+
+def build_step(
+    decider: Decider,
+    decision: Decision,
+    *,
+    index: int,
+    token: int,
+    piece: bytes,
+    text: str,
+    base_pieces: list[bytes],
+    t_base: float,
+    t_blend: float,
+) -> Step:
+    """The step record, with diagnostics where the guide ran (or everywhere with diagnostics on)."""
+    s = decider.settings
+    d = decision
+    o10 = o100 = None
+    base_top: tuple[Candidate, ...] = ()
+    guide_top: tuple[Candidate, ...] = ()
+    ent_b = ent_g = jsd = None
+    if d.q_guide is not None:
+        o10, o100 = decider.overlaps(d.p_base, d.q_guide)
+    if s.diagnostics:
+        base_top = candidates(d.p_base, base_pieces, s.top_n)
+        ent_b = blend.entropy(d.p_base)
+        if d.q_guide is not None:
+            guide_top = candidates(d.q_guide, base_pieces, s.top_n)
+            ent_g = blend.entropy(d.q_guide)
+            jsd = blend.js_divergence(d.p_base, d.q_guide)
+    return Step(
+        index=index, token=token, piece=piece, text=text,
+        provenance=provenance_of(d, token), intervened=d.intervened,
+        b=d.b, g=d.g, alpha=d.alpha,
+        p_base_token=float(d.p_base[token]),
+        p_guide_token=float(d.q_guide[token]) if d.q_guide is not None else None,
+        base_top=base_top, guide_top=guide_top, overlap10=o10, overlap100=o100,
+        entropy_base=ent_b, entropy_guide=ent_g, jsd=jsd, approx_mass=d.approx_mass,
+        t_base=t_base, t_guide=d.t_guide, t_blend=t_blend,
+    )

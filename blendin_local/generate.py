@@ -1,0 +1,223 @@
+"""The one decoding API: ``generate(pair, conversation, settings)`` yields a :class:`Step` per token.
+
+CLI, TUI, eval, bench and trace all consume it; nothing re-implements decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from .decide import Decider, build_step, check_pair, provenance_of
+from .engine import Engine, set_tokens
+from .errors import ContextOverflowError
+from .output import OutputText
+from .pair import ModelPair, prompt_for
+from .prompts import Conversation
+from .sampling import make_sampler
+from .settings import GenerationSettings
+from .steps import Provenance, Result, Step, StopReason, Tally
+
+
+class Generation:
+    """An iterable of :class:`Step`; ``result`` summarises it, also after a cancel or Ctrl-C.
+
+    ``cancel()`` (from another thread, e.g. a TUI worker) ends it before the next token.
+    """
+
+    def __init__(self, pair: ModelPair, conv: Conversation, settings: GenerationSettings) -> None:
+        check_pair(pair, settings)
+        self.pair = pair
+        self.conv = conv
+        self.settings = settings.effective()
+        self.tally = Tally()
+        self.stop_reason: StopReason | None = None
+        self.prompt_tokens = 0
+        self._cancelled = False
+        self._started: float | None = None
+        self._ended: float | None = None
+        self.rng = np.random.default_rng(self.settings.sampling.seed)
+        self.sample = make_sampler(self.settings.sampling)
+        self.output = OutputText(self._stops())
+
+    def _stops(self) -> tuple[str, ...]:
+        stops = tuple(self.settings.stop) + tuple(self.conv.extra_stops)
+        driver = self.pair.guide if self.settings.method == "guide" else self.pair.base
+        if driver is not None and self.conv.chat:
+            if not prompt_for(driver, self.conv, role="base").templated:
+                stops += (self.conv.plain.next_turn_stop,)
+        return stops
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def __iter__(self) -> Iterator[Step]:
+        self._started = time.perf_counter()
+        try:
+            for step in self._steps():
+                self.tally.add(step)
+                yield step
+                if self._cancelled and self.stop_reason is None:
+                    self.stop_reason = StopReason.CANCELLED
+                if self.stop_reason is not None:
+                    return
+            if self.stop_reason is None:
+                self.stop_reason = StopReason.MAX_TOKENS
+        except (KeyboardInterrupt, GeneratorExit):
+            if self.stop_reason is None:
+                self.stop_reason = StopReason.INTERRUPTED
+            raise
+        finally:
+            self._ended = time.perf_counter()
+
+    def run(self) -> Result:
+        """Consume every step and return the summary."""
+        for _ in self:
+            pass
+        return self.result
+
+    @property
+    def result(self) -> Result:
+        end = self._ended or time.perf_counter()
+        seconds = end - (self._started or end)
+        return Result.from_tally(
+            self.tally,
+            text=self.output.text,
+            method=self.settings.method,
+            stop=self.stop_reason or StopReason.INTERRUPTED,
+            prompt_tokens=self.prompt_tokens,
+            seconds=seconds,
+            events=self.settings.method == "nudging",
+        )
+
+    # --- step sources ---------------------------------------------------------------------
+    def _steps(self) -> Iterator[Step]:
+        s = self.settings
+        if s.method == "guide":
+            assert self.pair.guide is not None
+            return self._solo_steps(self.pair.guide, Provenance.GUIDE, role="guide")
+        if s.method == "nudging":
+            from .nudging import nudging_steps
+
+            return nudging_steps(self)
+        if s.support == "top100" and s.method in ("blendin", "ensemble"):
+            from .top100 import top100_steps
+
+            return top100_steps(self)
+        return self._base_driven_steps()
+
+    def prefill(self, engine: Engine, role: str) -> list[int]:
+        """Put the prompt in ``engine``'s KV cache (reusing a common prefix from earlier turns)."""
+        prompt = prompt_for(engine, self.conv, role=role)
+        ids = engine.tokenize(prompt.text, add_bos=prompt.add_bos)
+        if len(ids) >= engine.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(ids)} tokens for {engine.name}, which has a context of "
+                f"{engine.n_ctx}: shorten it or raise --n-ctx"
+            )
+        set_tokens(engine, ids)
+        self.prompt_tokens = len(ids)
+        return ids
+
+    def end_token(self, engine: Engine, token: int) -> bool:
+        return token in engine.eog_ids()
+
+    def room_left(self, engine: Engine) -> bool:
+        return len(engine.tokens) < engine.n_ctx
+
+    def _base_driven_steps(self) -> Iterator[Step]:
+        """base, blendin, ensemble, proxy over full distributions (spec §2)."""
+        base = self.pair.base
+        assert base is not None
+        t0 = time.perf_counter()
+        self.prefill(base, "base")
+        decider = Decider(self.pair, self.settings, self.conv)
+        pieces = base.pieces()
+        controls = base.control_ids()
+        t_base = time.perf_counter() - t0
+        for index in range(self.settings.max_tokens):
+            if self._cancelled:
+                self.stop_reason = StopReason.CANCELLED
+                return
+            t1 = time.perf_counter()
+            decision = decider.decide(base.logits(), self.output.y, index)
+            token = self.sample(decision.probs, self.rng)
+            t_blend = time.perf_counter() - t1 - decision.t_guide
+            if self.end_token(base, token):
+                guide_made_it = decision.intervened and provenance_of(decision, token) is not Provenance.BLEND_AGREE
+                self.stop_reason = StopReason.GUIDE_EOS if guide_made_it else StopReason.EOS
+                text = self.output.finish()
+            else:
+                piece = b"" if token in controls else pieces[token]
+                text = self.output.push(piece)
+                if self.output.stopped:
+                    self.stop_reason = StopReason.STOP_STRING
+            t2 = time.perf_counter()
+            step = build_step(
+                decider, decision, index=index, token=token, piece=pieces[token], text=text,
+                base_pieces=pieces, t_base=t_base, t_blend=t_blend + time.perf_counter() - t2,
+            )
+            if self.stop_reason is None and index + 1 < self.settings.max_tokens:
+                if not self.room_left(base):
+                    self.stop_reason = StopReason.CONTEXT_FULL
+                else:
+                    t3 = time.perf_counter()
+                    base.eval([token])
+                    t_base = time.perf_counter() - t3
+            if self.stop_reason is None and index + 1 == self.settings.max_tokens:
+                step = _with_text(step, step.text + self.output.finish())
+            yield step
+
+    def _solo_steps(self, engine: Engine, provenance: Provenance, *, role: str) -> Iterator[Step]:
+        """One model alone with its own prompt and its own stop (the ``guide`` baseline)."""
+        t0 = time.perf_counter()
+        self.prefill(engine, role)
+        pieces = engine.pieces()
+        controls = engine.control_ids()
+        t_model = time.perf_counter() - t0
+        from . import blend
+
+        for index in range(self.settings.max_tokens):
+            if self._cancelled:
+                self.stop_reason = StopReason.CANCELLED
+                return
+            t1 = time.perf_counter()
+            p = blend.softmax(engine.logits())
+            token = self.sample(p, self.rng)
+            top = float(p.max())
+            if self.end_token(engine, token):
+                self.stop_reason = StopReason.EOS
+                text = self.output.finish()
+            else:
+                text = self.output.push(b"" if token in controls else pieces[token])
+                if self.output.stopped:
+                    self.stop_reason = StopReason.STOP_STRING
+            if self.stop_reason is None and index + 1 == self.settings.max_tokens:
+                text += self.output.finish()
+            t_blend = time.perf_counter() - t1
+            step = Step(
+                index=index, token=token, piece=pieces[token], text=text, provenance=provenance,
+                intervened=False, b=None, g=top, p_guide_token=float(p[token]),
+                t_guide=t_model, t_blend=t_blend,
+            )
+            if self.stop_reason is None and index + 1 < self.settings.max_tokens:
+                if not self.room_left(engine):
+                    self.stop_reason = StopReason.CONTEXT_FULL
+                else:
+                    t2 = time.perf_counter()
+                    engine.eval([token])
+                    t_model = time.perf_counter() - t2
+            yield step
+
+
+def _with_text(step: Step, text: str) -> Step:
+    from dataclasses import replace
+
+    return replace(step, text=text)
+
+
+def generate(pair: ModelPair, conv: Conversation, settings: GenerationSettings) -> Generation:
+    """Start a generation; iterate it for :class:`Step` records, then read ``.result``."""
+    return Generation(pair, conv, settings)

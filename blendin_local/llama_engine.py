@@ -1,0 +1,190 @@
+"""The llama.cpp engine: the only module that imports ``llama_cpp``.
+
+Logits are read zero-copy from llama.cpp's output buffer for the last evaluated position, so
+``logits_all`` (n_ctx × n_vocab floats) is never needed and ``Llama.scores`` is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Iterator, Sequence
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ContextOverflowError, ModelFileError
+from .gguf_check import check_gguf
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence llama.cpp's C-level log lines during load (``verbose=False`` misses some)."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+@cache
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class LlamaEngine:
+    """A GGUF model on llama.cpp, implementing :class:`blendin_local.engine.Engine`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = -1,
+        n_threads: int | None = None,
+        seed: int = 0,
+        n_batch: int = 512,
+    ) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        path = Path(path)
+        check_gguf(path)
+        try:
+            with _quiet_stderr():
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_batch=min(n_batch, n_ctx),
+                    n_gpu_layers=n_gpu_layers,
+                    n_threads=n_threads,
+                    seed=seed,
+                    logits_all=False,
+                    swa_full=True,  # with False, a KV rollback "works" but gives wrong logits
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelFileError(f"{path}: llama.cpp could not load this GGUF ({exc})") from None
+        self.name = path.stem
+        self.path = path
+        self.n_ctx = self._llm.n_ctx()
+        self.n_vocab = self._llm.n_vocab()
+        self._vocab = self._llm._model.vocab
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self.bos_id: int | None = bos if bos >= 0 else None
+        self.eos_id = int(llama_cpp.llama_vocab_eos(self._vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self.bos_id is not None
+        self.metadata: dict[str, str] = dict(self._llm.metadata)
+        self.chat_template: str | None = self.metadata.get("tokenizer.chat_template") or None
+        self._pieces: list[bytes] | None = None
+        self._controls: frozenset[int] | None = None
+        self._eog: frozenset[int] | None = None
+
+    # --- vocabulary -------------------------------------------------------------------------
+    def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        return self._llm.tokenize(text, add_bos=add_bos, special=special)
+
+    def piece(self, token: int, *, special: bool = True) -> bytes:
+        """Token bytes, growing the buffer for long pieces (``detokenize`` truncates at 32)."""
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, size, 0, special)
+            if n >= 0:
+                return buf.raw[:n]  # no NUL stripping: Gemma's <0x00> is really b"\x00"
+            size = -n
+
+    def pieces(self) -> list[bytes]:
+        if self._pieces is None:
+            self._pieces = [self.piece(i) for i in range(self.n_vocab)]
+        return self._pieces
+
+    def control_ids(self) -> frozenset[int]:
+        if self._controls is None:
+            is_control = self._lib.llama_vocab_is_control
+            self._controls = frozenset(i for i in range(self.n_vocab) if is_control(self._vocab, i))
+        return self._controls
+
+    def eog_ids(self) -> frozenset[int]:
+        if self._eog is None:
+            is_eog = self._lib.llama_vocab_is_eog
+            self._eog = frozenset(i for i in range(self.n_vocab) if is_eog(self._vocab, i))
+        return self._eog
+
+    # --- evaluation -------------------------------------------------------------------------
+    @property
+    def tokens(self) -> list[int]:
+        return self._llm.input_ids[: self._llm.n_tokens].tolist()
+
+    @property
+    def n_past(self) -> int:
+        return int(self._llm.n_tokens)
+
+    def _check_room(self, n_new: int) -> None:
+        if self._llm.n_tokens + n_new > self.n_ctx:
+            raise ContextOverflowError(
+                f"{self.name}: {self._llm.n_tokens + n_new} tokens do not fit the context of "
+                f"{self.n_ctx} (raise --n-ctx or shorten the prompt)"
+            )
+
+    def eval(self, ids: Sequence[int]) -> None:
+        self._check_room(len(ids))
+        self._llm.eval(list(ids))
+
+    def rollback(self, n: int) -> None:
+        # Llama.eval removes KV positions >= n_tokens before decoding.
+        self._llm.n_tokens = n
+
+    def logits(self) -> NDArray[np.float32]:
+        ptr = self._lib.llama_get_logits_ith(self._llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def eval_logits(self, ids: Sequence[int]) -> NDArray[np.float32]:
+        """Append ``ids`` and keep the logits of every one of them (batched, no ``logits_all``)."""
+        self._check_room(len(ids))
+        llm = self._llm
+        out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        for start in range(0, len(ids), llm.n_batch):
+            chunk = list(ids[start : start + llm.n_batch])
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=chunk, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            rows = np.ctypeslib.as_array(
+                self._lib.llama_get_logits(llm.ctx), shape=(len(chunk), self.n_vocab)
+            )
+            out[start : start + len(chunk)] = rows
+            llm.input_ids[n_past : n_past + len(chunk)] = chunk
+            llm.n_tokens += len(chunk)
+        return out
+
+    # --- reference path (benchmarks and tests compare against llama-cpp-python itself) -------
+    def reference_completion(self, prompt: bytes, max_tokens: int) -> tuple[list[int], str]:
+        """Greedy ``create_completion`` on the same loaded model: (token ids, text)."""
+        self._llm.reset()
+        ids: list[int] = []
+        text = []
+        prompt_ids = self.tokenize(prompt, add_bos=self.add_bos)
+        for chunk in self._llm.create_completion(
+            prompt_ids, max_tokens=max_tokens, temperature=0.0, top_k=1, stream=True,
+            logprobs=None,
+        ):
+            text.append(chunk["choices"][0]["text"])
+        ids = self._llm.input_ids[len(prompt_ids) : self._llm.n_tokens].tolist()
+        self._llm.reset()
+        return ids, "".join(text)
+
+    def close(self) -> None:
+        self._llm.close()

@@ -1,0 +1,87 @@
+"""Decoding settings, validated at the boundary with messages that name the parameter."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .errors import UsageError
+from .sampling import SamplingSettings
+
+Method = Literal["blendin", "base", "guide", "nudging", "ensemble", "proxy"]
+METHODS: tuple[str, ...] = ("blendin", "base", "guide", "nudging", "ensemble", "proxy")
+NEEDS_GUIDE = frozenset({"blendin", "guide", "nudging", "ensemble", "proxy"})
+NEEDS_BASE = frozenset({"blendin", "base", "nudging", "ensemble", "proxy"})
+Support = Literal["full", "top100"]
+
+CAP_WARMUP = 20  # the intervention cap applies after this many tokens (paper)
+NUDGE_TOKENS = 16  # tokens the guide writes per nudge, and base chunk size (reference)
+
+
+def parse_alpha(value: str | float | None) -> float | None:
+    """``"auto"``/None → None (auto α); else a float in [0, 1]."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {value!r}")
+    return alpha
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. ``alpha=None`` is auto α; ``gamma > 1`` makes every step intervene."""
+
+    method: str = "blendin"
+    gamma: float = 0.4
+    alpha: float | None = None
+    support: str = "full"
+    cap: float | None = None
+    guide_can_stop: bool = True
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    diagnostics: bool = False  # top-5, entropies, JSD and overlaps at every step (trace / TUI)
+    top_n: int = 5
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0.0):
+            raise UsageError(f"--gamma must be a number >= 0 (> 1: always intervene), got {self.gamma}")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {self.alpha}")
+        if self.support not in ("full", "top100"):
+            raise UsageError(f"--support must be 'full' or 'top100', got {self.support!r}")
+        if self.cap is not None and not 0.0 < self.cap <= 1.0:
+            raise UsageError(f"--cap must be an intervention rate in (0, 1], got {self.cap}")
+        if self.max_tokens < 1:
+            raise UsageError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if any(not s for s in self.stop):
+            raise UsageError("--stop strings must not be empty")
+
+    def effective(self) -> GenerationSettings:
+        """Methods that are BlendIn with fixed knobs: ensemble = every step, α = ½."""
+        if self.method == "ensemble":
+            return replace(self, gamma=math.inf, alpha=0.5)
+        return self
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "gamma": self.gamma,
+            "alpha": "auto" if self.alpha is None else self.alpha,
+            "support": self.support,
+            "cap": self.cap,
+            "guide_can_stop": self.guide_can_stop,
+            "max_tokens": self.max_tokens,
+            "temperature": self.sampling.temperature,
+            "top_k": self.sampling.top_k,
+            "top_p": self.sampling.top_p,
+            "min_p": self.sampling.min_p,
+            "seed": self.sampling.seed,
+        }
