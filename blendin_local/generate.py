@@ -35,6 +35,7 @@ class Generation:
         self.tally = Tally()
         self.stop_reason: StopReason | None = None
         self.prompt_tokens = 0
+        self.prefill_s = 0.0
         self._cancelled = False
         self._started: float | None = None
         self._ended: float | None = None
@@ -89,6 +90,7 @@ class Generation:
             stop=self.stop_reason or StopReason.INTERRUPTED,
             prompt_tokens=self.prompt_tokens,
             seconds=seconds,
+            prefill_s=self.prefill_s,
             events=self.settings.method == "nudging",
         )
 
@@ -110,6 +112,7 @@ class Generation:
 
     def prefill(self, engine: Engine, role: str) -> list[int]:
         """Put the prompt in ``engine``'s KV cache (reusing a common prefix from earlier turns)."""
+        t0 = time.perf_counter()
         prompt = prompt_for(engine, self.conv, role=role)
         ids = engine.tokenize(prompt.text, add_bos=prompt.add_bos)
         if len(ids) >= engine.n_ctx:
@@ -119,6 +122,7 @@ class Generation:
             )
         set_tokens(engine, ids)
         self.prompt_tokens = len(ids)
+        self.prefill_s += time.perf_counter() - t0
         return ids
 
     def end_token(self, engine: Engine, token: int) -> bool:

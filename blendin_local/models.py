@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import ModelFileError
+from .errors import ModelFileError, UsageError
 from .pair import ModelPair
 from .projection import load_or_build
 
@@ -176,6 +176,11 @@ def load_pair(
     b = load_engine(base, **kw) if base else None
     g = load_engine(guide, **kw) if guide else None
     a = load_engine(anti, **kw) if anti else None
+    for engine in (b, g, a):
+        if engine is not None:  # the vocabulary tables, built once here rather than mid-answer
+            engine.pieces(), engine.control_ids(), engine.eog_ids()
+    if a is not None and g is not None and a.pieces() != g.pieces():
+        raise UsageError(f"--anti-expert {anti} must share the guide's tokenizer ({guide})")
     projection = None
     if b is not None and g is not None:
         projection = load_or_build(b, g, cache_dir())

@@ -111,6 +111,12 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def len_ok(interventions: int) -> bool:
+    """Enough intervention steps for a mean overlap to say something."""
+    return interventions >= MIN_INTERVENTIONS_FOR_WARNING
+
+
+MIN_INTERVENTIONS_FOR_WARNING = 5
 # Mean overlap@10 below this at intervention steps: the paper's sign of an unreliable guide.
 LOW_OVERLAP = 0.3
 
@@ -134,6 +140,7 @@ class Result:
     t_guide: float
     t_blend: float
     by_provenance: dict[str, int]
+    prefill_s: float = 0.0  # prompt processing, excluded from tokens/s
     interventions_are_events: bool = False  # nudging counts guide calls, not tokens
 
     @property
@@ -146,12 +153,17 @@ class Result:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+        decode = self.seconds - self.prefill_s
+        return self.tokens / decode if decode > 0 else 0.0
 
     @property
     def warnings(self) -> list[str]:
         out = []
-        if self.mean_overlap10 is not None and self.mean_overlap10 < LOW_OVERLAP:
+        if (
+            self.mean_overlap10 is not None
+            and len_ok(self.interventions)
+            and self.mean_overlap10 < LOW_OVERLAP
+        ):
             out.append(
                 f"low top-10 overlap between base and guide ({self.mean_overlap10:.2f} < "
                 f"{LOW_OVERLAP}): the guide may be unreliable for this base (paper §5)"
@@ -161,7 +173,7 @@ class Result:
     @classmethod
     def from_tally(
         cls, tally: Tally, *, text: str, method: str, stop: StopReason, prompt_tokens: int,
-        seconds: float, events: bool = False,
+        seconds: float, prefill_s: float = 0.0, events: bool = False,
     ) -> Result:
         return cls(
             text=text, method=method, stop_reason=stop, tokens=tally.tokens,
@@ -169,7 +181,8 @@ class Result:
             guide_changed=tally.guide_changed, mean_alpha=_mean(tally.alphas),
             mean_overlap10=_mean(tally.overlaps10), mean_overlap100=_mean(tally.overlaps100),
             seconds=seconds, t_base=tally.t_base, t_guide=tally.t_guide, t_blend=tally.t_blend,
-            by_provenance=dict(tally.by_provenance), interventions_are_events=events,
+            by_provenance=dict(tally.by_provenance), prefill_s=prefill_s,
+            interventions_are_events=events,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +201,7 @@ class Result:
             "mean_overlap100": self.mean_overlap100,
             "by_provenance": self.by_provenance,
             "seconds": round(self.seconds, 4),
+            "prefill_s": round(self.prefill_s, 4),
             "tokens_per_s": round(self.tokens_per_s, 2),
             "time_split_s": {
                 "base": round(self.t_base, 4),
