@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from . import blend
 from .decide import Decider, build_step, check_pair, provenance_of
 from .engine import Engine, set_tokens
 from .errors import ContextOverflowError
@@ -54,8 +55,27 @@ class Generation:
     def cancel(self) -> None:
         self._cancelled = True
 
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def push(self, piece: bytes, index: int) -> str:
+        """Add a token's bytes to the answer; returns the text to show for this step, noting a
+        stop string, and flushing held-back text at the token limit."""
+        text = self.output.push(piece)
+        if self.output.stopped:
+            self.stop_reason = StopReason.STOP_STRING
+        elif index + 1 >= self.settings.max_tokens:
+            text += self.output.finish()
+        return text
+
     def __iter__(self) -> Iterator[Step]:
         self._started = time.perf_counter()
+        # Every generation starts from empty caches: reusing a previous prompt's KV would change
+        # batch shapes, hence logits in the last bits, hence near-tie tokens (spec §3).
+        for engine in (self.pair.base, self.pair.guide, self.pair.anti):
+            if engine is not None:
+                engine.rollback(0)
         try:
             for step in self._steps():
                 self.tally.add(step)
@@ -111,7 +131,7 @@ class Generation:
         return self._base_driven_steps()
 
     def prefill(self, engine: Engine, role: str) -> list[int]:
-        """Put the prompt in ``engine``'s KV cache (reusing a common prefix from earlier turns)."""
+        """Put the prompt in ``engine``'s KV cache, evaluated in one go."""
         t0 = time.perf_counter()
         prompt = prompt_for(engine, self.conv, role=role)
         ids = engine.tokenize(prompt.text, add_bos=prompt.add_bos)
@@ -154,10 +174,7 @@ class Generation:
                 self.stop_reason = StopReason.GUIDE_EOS if guide_made_it else StopReason.EOS
                 text = self.output.finish()
             else:
-                piece = b"" if token in controls else pieces[token]
-                text = self.output.push(piece)
-                if self.output.stopped:
-                    self.stop_reason = StopReason.STOP_STRING
+                text = self.push(b"" if token in controls else pieces[token], index)
             t2 = time.perf_counter()
             step = build_step(
                 decider, decision, index=index, token=token, piece=pieces[token], text=text,
@@ -170,8 +187,6 @@ class Generation:
                     t3 = time.perf_counter()
                     base.eval([token])
                     t_base = time.perf_counter() - t3
-            if self.stop_reason is None and index + 1 == self.settings.max_tokens:
-                step = _with_text(step, step.text + self.output.finish())
             yield step
 
     def _solo_steps(self, engine: Engine, provenance: Provenance, *, role: str) -> Iterator[Step]:
@@ -181,8 +196,6 @@ class Generation:
         pieces = engine.pieces()
         controls = engine.control_ids()
         t_model = time.perf_counter() - t0
-        from . import blend
-
         for index in range(self.settings.max_tokens):
             if self._cancelled:
                 self.stop_reason = StopReason.CANCELLED
@@ -195,11 +208,7 @@ class Generation:
                 self.stop_reason = StopReason.EOS
                 text = self.output.finish()
             else:
-                text = self.output.push(b"" if token in controls else pieces[token])
-                if self.output.stopped:
-                    self.stop_reason = StopReason.STOP_STRING
-            if self.stop_reason is None and index + 1 == self.settings.max_tokens:
-                text += self.output.finish()
+                text = self.push(b"" if token in controls else pieces[token], index)
             t_blend = time.perf_counter() - t1
             step = Step(
                 index=index, token=token, piece=pieces[token], text=text, provenance=provenance,
@@ -214,12 +223,6 @@ class Generation:
                     engine.eval([token])
                     t_model = time.perf_counter() - t2
             yield step
-
-
-def _with_text(step: Step, text: str) -> Step:
-    from dataclasses import replace
-
-    return replace(step, text=text)
 
 
 def generate(pair: ModelPair, conv: Conversation, settings: GenerationSettings) -> Generation:

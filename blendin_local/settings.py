@@ -51,7 +51,7 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not (math.isfinite(self.gamma) and self.gamma >= 0.0):
+        if not self.gamma >= 0.0:  # rejects NaN too; inf = always intervene
             raise UsageError(f"--gamma must be a number >= 0 (> 1: always intervene), got {self.gamma}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {self.alpha}")

@@ -29,9 +29,14 @@ def complete_utf8_prefix(data: bytes) -> bytes:
 class TextSync:
     """Holds ``engine`` on ``tokenize(prefix + y)`` with incremental tail re-tokenisation."""
 
-    def __init__(self, engine: Engine, prefix: bytes, *, add_bos: bool) -> None:
+    def __init__(
+        self, engine: Engine, prefix: bytes, *, add_bos: bool, lstrip_answer: bool = False
+    ) -> None:
         self.engine = engine
         self.prefix = prefix
+        # A chat turn starts on a fresh line: the space a plain-format base puts after "Answer:"
+        # would only push a guide off its usual first token (ours).
+        self.lstrip_answer = lstrip_answer
         self.add_bos = add_bos
         self.ids: list[int] = []
         self._ends: list[int] = []  # byte offset in prefix+y where each token's text ends
@@ -47,6 +52,8 @@ class TextSync:
 
     def canonical(self, y: bytes) -> list[int]:
         """The canonical ids of ``prefix + y`` (complete UTF-8 only), computed incrementally."""
+        if self.lstrip_answer:
+            y = y.lstrip(b" ")
         text = self.prefix + complete_utf8_prefix(y)
         start_tok, start_byte = self._restart_point(len(text))
         tail = self.engine.tokenize(text[start_byte:], add_bos=self.add_bos and start_tok == 0)

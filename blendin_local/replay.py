@@ -1,0 +1,109 @@
+"""Replay (teacher forcing, spec §6): walk an existing continuation and report, at every step, what
+the method would decide there — gate, b, g, α, the token it would pick, and whether that is the
+continuation's own next token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .decide import Decider, check_pair, provenance_of
+from .errors import ContextOverflowError, UsageError
+from .pair import ModelPair, prompt_for
+from .prompts import Conversation
+from .settings import GenerationSettings
+
+REPLAYABLE = ("base", "blendin", "ensemble", "proxy")
+
+
+@dataclass(frozen=True)
+class ReplayRow:
+    index: int
+    token: int  # the continuation's token at this step
+    text: str
+    intervened: bool
+    b: float
+    g: float | None
+    alpha: float | None
+    chosen: int  # the token the method would pick (greedy on its final distribution)
+    chosen_text: str
+    matches: bool
+    provenance: str  # of the chosen token: base / blend-agree / blend-guide
+    p_token: float  # the continuation token's probability under the final distribution
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def replay(
+    pair: ModelPair,
+    conv: Conversation,
+    settings: GenerationSettings,
+    continuation: Sequence[int] | str,
+    *,
+    batched: bool = True,
+) -> Iterator[ReplayRow]:
+    """Decisions along ``continuation`` (base token ids, or text tokenised by the base).
+
+    ``batched`` evaluates the continuation in one pass with logits kept for its positions only;
+    ``batched=False`` evaluates one token at a time exactly as ``generate`` does (bit-identical
+    logits, so a greedy generation replays with every step matching).
+    """
+    settings = settings.effective()
+    if settings.method not in REPLAYABLE or settings.support != "full":
+        raise UsageError(
+            f"replay supports methods {', '.join(REPLAYABLE)} with --support full, "
+            f"not {settings.method} / {settings.support}"
+        )
+    check_pair(pair, settings)
+    base = pair.base
+    assert base is not None
+    for engine in (base, pair.guide, pair.anti):
+        if engine is not None:
+            engine.rollback(0)
+    prompt = prompt_for(base, conv, role="base")
+    prompt_ids = base.tokenize(prompt.text, add_bos=prompt.add_bos)
+    ids = (
+        base.tokenize(continuation.encode(), add_bos=False, special=False)
+        if isinstance(continuation, str)
+        else [int(i) for i in continuation]
+    )
+    if not ids:
+        raise UsageError("the continuation to replay is empty")
+    if len(prompt_ids) + len(ids) > base.n_ctx:
+        raise ContextOverflowError(
+            f"prompt + continuation are {len(prompt_ids) + len(ids)} tokens; the context is "
+            f"{base.n_ctx} (raise --n-ctx)"
+        )
+    base.eval(prompt_ids)
+    first = base.logits().copy()
+    rows = base.eval_logits(ids[:-1]) if batched and len(ids) > 1 else None
+    decider = Decider(pair, settings, conv)
+    pieces = base.pieces()
+    controls = base.control_ids()
+    y = b""
+    for t, token in enumerate(ids):
+        if t == 0:
+            logits = first
+        elif rows is not None:
+            logits = rows[t - 1]
+        else:
+            base.eval([ids[t - 1]])
+            logits = base.logits()
+        d = decider.decide(logits, y, t)
+        chosen = int(np.argmax(d.probs))
+        yield ReplayRow(
+            index=t, token=token, text=_text(pieces[token]), intervened=d.intervened, b=d.b,
+            g=d.g, alpha=d.alpha, chosen=chosen, chosen_text=_text(pieces[chosen]),
+            matches=chosen == token, provenance=provenance_of(d, chosen).value,
+            p_token=float(d.probs[token]),
+        )
+        if token not in controls:
+            y += pieces[token]
+
+
+def _text(piece: bytes) -> str:
+    return piece.decode("utf-8", errors="replace")

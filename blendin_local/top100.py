@@ -1,0 +1,124 @@
+"""``--support top100``: the paper-compatible blend over the two models' top-100 *strings* (spec §3).
+
+Each model's top-100 tokens are decoded (UTF-8, errors ignored, as the reference's servers do); a
+string seen twice keeps the probability of its later, lower-ranked token. Both models then read the
+canonical tokenisation of their prefix + the text, re-tokenised incrementally.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import blend
+from .settings import CAP_WARMUP
+from .steps import Provenance, Step, StopReason
+from .sync import TextSync
+
+if TYPE_CHECKING:
+    from .generate import Generation
+
+TOP = 100
+
+
+def string_distribution(p: np.ndarray, pieces: list[str], k: int = TOP) -> dict[str, float]:
+    """The reference's ``{string: prob}`` of the top ``k`` tokens, later ranks overwriting."""
+    out: dict[str, float] = {}
+    for i in blend.top_k_ids(p, k):
+        out[pieces[i]] = float(p[i])
+    return out
+
+
+def top_string(d: dict[str, float]) -> str:
+    return max(d, key=d.__getitem__)
+
+
+def blend_strings(base: dict[str, float], guide: dict[str, float], alpha: float) -> dict[str, float]:
+    """``alpha·guide + (1-alpha)·base`` over the union of strings (missing = 0), renormalised."""
+    keys = list(base) + [s for s in guide if s not in base]
+    mixed = {s: alpha * guide.get(s, 0.0) + (1.0 - alpha) * base.get(s, 0.0) for s in keys}
+    total = sum(mixed.values())
+    return {s: v / total for s, v in mixed.items()} if total > 0 else mixed
+
+
+def top100_choice(
+    p_base: np.ndarray, p_guide: np.ndarray, base_strings: list[str], guide_strings: list[str],
+    alpha: float | None,
+) -> tuple[dict[str, float], float, str, str]:
+    """One intervention: (blended {string: prob}, α used, base's top string, guide's top string)."""
+    bd = string_distribution(p_base, base_strings)
+    gd = string_distribution(p_guide, guide_strings)
+    b_top, g_top = top_string(bd), top_string(gd)
+    if alpha is None:
+        alpha = blend.auto_alpha(float(p_base.max()), float(p_guide.max()), bd.get(g_top, 0.0))
+    return blend_strings(bd, gd, alpha), alpha, b_top, g_top
+
+
+def decoded_strings(pieces: list[bytes], controls: frozenset[int]) -> list[str]:
+    """Token strings as the servers report them: control tokens are skipped (empty)."""
+    return [
+        "" if i in controls else p.decode("utf-8", errors="ignore") for i, p in enumerate(pieces)
+    ]
+
+
+def top100_steps(gen: Generation) -> Iterator[Step]:
+    base, guide = gen.pair.base, gen.pair.guide
+    assert base is not None and guide is not None
+    s = gen.settings
+    from .pair import prompt_for
+
+    bp, gp = prompt_for(base, gen.conv, role="base"), prompt_for(guide, gen.conv, role="guide")
+    gen.prefill(base, "base")
+    base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
+    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=True)
+    base_pieces = base.pieces()
+    base_strings = decoded_strings(base_pieces, base.control_ids())
+    guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
+    interventions = 0
+    for index in range(s.max_tokens):
+        if gen.cancelled:
+            gen.stop_reason = StopReason.CANCELLED
+            return
+        t0 = time.perf_counter()
+        if not gen.room_left(base):
+            gen.stop_reason = StopReason.CONTEXT_FULL
+            return
+        base_sync.update(gen.output.y)
+        t1 = time.perf_counter()
+        p_base = blend.softmax(base.logits())
+        b = float(p_base.max())
+        capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
+        if b >= s.gamma or capped:
+            token = gen.sample(p_base, gen.rng)
+            if token in base.eog_ids():
+                gen.stop_reason = StopReason.EOS
+                text = gen.output.finish()
+            else:
+                text = gen.push(base_pieces[token], index)
+            yield Step(index=index, token=token, piece=base_pieces[token], text=text,
+                       provenance=Provenance.BASE, intervened=False, b=b,
+                       p_base_token=float(p_base[token]), t_base=t1 - t0,
+                       t_blend=time.perf_counter() - t1)
+            continue
+        interventions += 1
+        t2 = time.perf_counter()
+        guide_sync.update(gen.output.y)
+        p_guide = blend.softmax(guide.logits())
+        t3 = time.perf_counter()
+        mixed, alpha, b_top, _ = top100_choice(p_base, p_guide, base_strings, guide_strings, s.alpha)
+        keys = list(mixed)
+        choice = keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
+        piece = choice.encode()
+        if not piece:  # an empty string (control or partial byte) ends the answer
+            gen.stop_reason = StopReason.EOS if b_top == "" else StopReason.GUIDE_EOS
+            text = gen.output.finish()
+        else:
+            text = gen.push(piece, index)
+        yield Step(index=index, token=-1, piece=piece, text=text,
+                   provenance=Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE,
+                   intervened=True, b=b, g=float(p_guide.max()), alpha=alpha,
+                   p_base_token=None, t_base=t1 - t0, t_guide=t3 - t2,
+                   t_blend=(t2 - t1) + (time.perf_counter() - t3))
