@@ -64,7 +64,8 @@ def render_plain(conv: Conversation) -> str:
     fmt = conv.plain
     for m in conv.messages:
         prefix = fmt.user_prefix if m.role == "user" else fmt.assistant_prefix
-        lines.append(prefix + m.content)
+        sep = "" if prefix[-1:].isspace() or m.content[:1].isspace() else " "
+        lines.append(prefix + sep + m.content)
     return "\n".join(lines) + "\n" + fmt.assistant_prefix
 
 

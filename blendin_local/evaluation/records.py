@@ -101,10 +101,12 @@ class RecordStore:
         return [self.records[k] for k in keys if k in self.records]
 
 
-def check_manifest(out_dir: Path, config: dict[str, Any]) -> None:
-    """Write ``run.json``, or check that an existing one has the same settings.
+def check_manifest(out_dir: Path, config: dict[str, Any], info: dict[str, Any] | None = None) -> None:
+    """Write ``run.json``, or check that an existing one has the same ``config``.
 
     Records made with other models or decoding settings must not be mixed into one summary.
+    ``info`` is written for the reader but not compared (e.g. the data file's path: records are
+    keyed by item content, so a moved or extended file resumes fine).
     """
     path = out_dir / MANIFEST
     if path.exists():
@@ -121,6 +123,8 @@ def check_manifest(out_dir: Path, config: dict[str, Any]) -> None:
                     "use another --out directory, or delete that one"
                 )
             config = {**old, **config}
+    config = {**config, **(info or {})}
+    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)

@@ -1,0 +1,261 @@
+"""``blendin-local eval`` and ``blendin-local diagnose`` (imported lazily by the CLI)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
+from ..errors import UsageError
+from ..models import default_model
+from ..prompts import REFERENCE_SYSTEM
+from .datasets import TASK_NAMES, BadRow, load_items
+from .records import RecordStore, check_manifest
+from .runner import (
+    build_grid,
+    parse_alphas,
+    parse_gammas,
+    parse_methods,
+    plan_keys,
+    run_plan,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERRUPTED = 130
+GRID_OPTIONS = ("method", "gamma", "alpha")  # eval takes lists of these instead
+
+
+def shared_decoding_options(f: F) -> F:
+    """The shared decoding options except --method/--gamma/--alpha, which eval takes as lists."""
+
+    def probe() -> None: ...
+
+    decoding_options(probe)
+    params = [p for p in getattr(probe, "__click_params__", []) if p.name not in GRID_OPTIONS]
+    f.__click_params__ = getattr(f, "__click_params__", []) + params  # type: ignore[attr-defined]
+    return f
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _bad_row(bad: BadRow) -> None:
+    _warn(f"skipped bad row {bad}")
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160, highlight=False)
+
+
+@click.command("eval")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The benchmark file, in the dataset's published format.")
+@click.option("--task", required=True, type=click.Choice(TASK_NAMES), help="How to read and score it.")
+@click.option("--methods", default="base,guide,blendin", show_default=True,
+              help="Comma-separated methods to compare.")
+@click.option("--gamma", "gammas", default="0.4", show_default=True,
+              help="Comma-separated γ values (methods blendin and nudging).")
+@click.option("--alpha", "alphas", default="auto", show_default=True,
+              help="Comma-separated α values, 'auto' or numbers in [0, 1] (method blendin).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use the first N well-formed items.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory: records.jsonl (resumable), summary.csv/.md, plots.")
+@click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default="skip",
+              show_default=True, help="A malformed data row: report and skip it, or stop.")
+@click.option("--system", default=REFERENCE_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG figures.")
+@model_options
+@shared_decoding_options
+def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, limit: int | None,
+                 out: Path, on_bad_row: str, system: str, plots: bool, **opts: Any) -> None:
+    """Score methods on a benchmark file; re-running the same command resumes where it stopped.
+
+    One JSONL record per (method, setting, item) is written as soon as it exists, so Ctrl-C
+    loses at most the answer in flight. Example:
+
+      blendin-local eval --task gsm8k --data test.jsonl --methods base,guide,blendin
+      --gamma 0.2,0.3,0.4 --limit 100 --out runs/gsm8k
+    """
+    method_list = parse_methods(methods)
+    grid = build_grid(method_list, parse_gammas(gammas), parse_alphas(alphas))
+    base_settings = settings_from_options({**opts, "method": "blendin", "gamma": 0.4,
+                                           "alpha": "auto"})
+    items = load_items(data, task, on_bad_row=on_bad_row, limit=limit, report=_bad_row)
+    config = {
+        "task": task,
+        "base": opts.get("base") or default_model("base"),
+        "guide": opts.get("guide") or default_model("guide"),
+        "anti_expert": opts.get("anti"),
+        "system": system,
+        **{k: v for k, v in base_settings.to_dict().items() if k not in GRID_OPTIONS},
+        "stop": list(base_settings.stop),
+    }
+    check_manifest(out, config, info={"data": str(data)})
+    store = RecordStore(out, warn=_warn)
+    keys = plan_keys(grid, items)
+    todo = [k for k in keys if k not in store]
+    try:
+        if todo:
+            _run_with_progress(task, items, grid, store, base_settings, opts, system,
+                               done=len(keys) - len(todo), total=len(keys))
+        else:
+            click.echo(f"all {len(keys)} answers already in {store.path}; summarising", err=True)
+    except KeyboardInterrupt:
+        store.close()
+        click.echo(f"\ninterrupted: {len(store.select(keys))} of {len(keys)} answers are saved in "
+                   f"{store.path}; run the same command again to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    store.close()
+    _report(task, data, grid, store, keys, out, plots, config)
+
+
+def _run_with_progress(task: str, items: list[Any], grid: list[Any], store: RecordStore,
+                       base_settings: Any, opts: dict[str, Any], system: str, *, done: int,
+                       total: int) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    need = sorted({k[0] for k in plan_keys(grid, items) if k not in store})
+    position = {it.id: i for i, it in enumerate(items, start=1)}
+    right = {"n": 0, "ok": 0}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("{task.fields[score]}"), console=_console(stderr=True), transient=False,
+    ) as progress:
+        bar = progress.add_task("loading models", total=total, completed=done, score="")
+
+        def before(setting: Any, item: Any) -> None:
+            progress.update(bar, description=f"{setting.label} · item {position[item.id]}"
+                                             f"/{len(items)}")
+
+        def after(record: dict[str, Any]) -> None:
+            right["n"] += 1
+            right["ok"] += bool(record.get("correct"))
+            progress.update(bar, advance=1, score=f"this run: {right['ok']}/{right['n']} right")
+
+        run_plan(task, items, grid, store, base_settings=base_settings,
+                 load_pair=lambda: pair_from_options(opts, need), system=system,
+                 before=before, after=after)
+        progress.update(bar, description="done")
+
+
+def _report(task: str, data: Path, grid: list[Any], store: RecordStore, keys: list[Any],
+            out: Path, plots: bool, config: dict[str, Any]) -> None:
+    from .summary import summarise, to_csv, to_markdown, to_rich_table
+
+    rows, by_label = [], {}
+    for setting in grid:
+        recs = store.select(k for k in keys if k[:2] == (setting.method, setting.key))
+        if recs:
+            rows.append(summarise(setting, recs, task))
+            by_label[setting.label] = recs
+    title = (f"{task} · {data.name} · base {config['base']} · guide {config['guide']} · "
+             f"max {config['max_tokens']} tokens")
+    console = _console()
+    console.print(to_rich_table(rows, task, title))
+    (out / "summary.csv").write_text(to_csv(rows), encoding="utf-8")
+    (out / "summary.md").write_text(f"**{title}**\n\n" + to_markdown(rows, task),
+                                    encoding="utf-8")
+    written = [out / "summary.csv", out / "summary.md"]
+    if plots and rows:
+        from .plots import eval_plots
+
+        written += eval_plots(rows, by_label, out, task)
+    click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+# --- diagnose -----------------------------------------------------------------------------------
+@click.command("diagnose")
+@model_options
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Sample prompts from this benchmark file (needs --task) instead of built-ins.")
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Number of sample prompts.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Tokens per sample answer.")
+@click.option("--gamma", type=click.FloatRange(min=0.0, max=1.0), default=0.4,
+              show_default=True, help="The γ the verdict is about.")
+@click.option("--gammas", default="0.1,0.2,0.3,0.4,0.5,0.6,0.8", show_default=True,
+              help="γ values for the intervention-rate table.")
+@click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default="skip",
+              show_default=True)
+@click.option("--figure", "figure_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("diagnose.png"), show_default=True, help="Where to write the PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens: int,
+                     gamma: float, gammas: str, on_bad_row: str, figure_path: Path,
+                     as_json: bool, **opts: Any) -> None:
+    """Will this guide help this base? Vocabulary coverage, base confidence, intervention rate
+    by γ and base–guide agreement on sample prompts, with a verdict in plain words.
+
+    Each sample prompt is answered once with every step blended (γ=2, auto α); the rate at a γ is
+    the share of those steps where the base's top-1 probability is below γ.
+    """
+    import json
+
+    from .diagnose import SAMPLE_PROMPTS, diagnose, figure
+
+    if (data is None) != (task is None):
+        raise UsageError("--data and --task go together (or give neither for built-in prompts)")
+    gamma_list = sorted(set(parse_gammas(gammas)) | {gamma})
+    if data is not None and task is not None:
+        prompts = [it.prompt for it in load_items(data, task, on_bad_row=on_bad_row, limit=limit,
+                                                  report=_bad_row)]
+    else:
+        prompts = list(SAMPLE_PROMPTS[:limit])
+    pair = pair_from_options(opts, ["blendin"])
+    assert pair.base is not None and pair.guide is not None
+    with _console(stderr=True).status("answering sample prompts") as status:
+        d = diagnose(pair, prompts, max_tokens=max_tokens, gamma=gamma,
+                     on_prompt=lambda i: status.update(f"answered {i}/{len(prompts)} prompts"))
+    figure_path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{pair.base.name} + guide {pair.guide.name}"
+    figure(d, figure_path, gamma_list, title)
+    if as_json:
+        click.echo(json.dumps({**d.to_dict(gamma_list), "figure": str(figure_path)}, indent=2,
+                              ensure_ascii=False))
+        return
+    _print_diagnosis(d, gamma_list, title, figure_path)
+
+
+def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path) -> None:
+    echo = click.echo
+    echo(f"pair: {title}")
+    cov = ", ".join(f"{v:.1f}% {k}" for k, v in d.coverage.items())
+    echo(f"vocabulary: {'shared tokenizer' if d.identity else cov}")
+    echo(f"sample: {d.prompts} prompts, {len(d.steps)} steps, every step blended (γ=2, auto α); "
+         "rates below are along that trajectory")
+    q = d.confidence_quantiles()
+    if q:
+        echo("base top-1 probability: " + "  ".join(
+            f"{k.replace('p', '')}%≤{v:.2f}" if k != "p50" else f"median {v:.2f}"
+            for k, v in q.items()))
+    echo(f"{'γ':>5}  {'interv. rate':>12}  {'overlap@10':>10}  {'overlap@100':>11}  "
+         f"{'guide changed':>13}")
+    for g in gammas:
+        a = d.at(g)
+        o10 = "-" if a["overlap10"] is None else f"{a['overlap10']:.2f}"
+        o100 = "-" if a["overlap100"] is None else f"{a['overlap100']:.2f}"
+        ch = "-" if a["guide_changed"] is None else f"{100 * a['guide_changed']:.0f}%"
+        mark = " ←" if g == d.gamma else ""
+        echo(f"{g:>5g}  {100 * a['rate']:>11.1f}%  {o10:>10}  {o100:>11}  {ch:>13}{mark}")
+    headline, reasons = d.verdict()
+    echo(f"verdict: {headline}: " + "; ".join(reasons) + ".")
+    echo(f"figure: {figure_path}")
