@@ -19,8 +19,9 @@ AUTO_ALPHA_BONUS = 0.1
 def softmax(logits: FloatArray) -> NDArray[np.float32]:
     """Probabilities from logits, float32, numerically stable (temperature 1)."""
     z = np.asarray(logits, dtype=np.float32)
-    e = np.exp(z - z.max())
-    e /= e.sum()
+    e = np.subtract(z, z.max(), dtype=np.float32)
+    np.exp(e, out=e)
+    e *= np.float32(1.0 / e.sum())
     return e
 
 
@@ -52,25 +53,28 @@ def blend(p_base: FloatArray, q_guide: FloatArray, alpha: float) -> NDArray[np.f
     return p
 
 
-def project(p_guide: FloatArray, target: IntArray, n_base: int) -> tuple[NDArray[np.float32], float]:
+def project(
+    p_guide: FloatArray, kept_ids: IntArray, kept_targets: IntArray, n_base: int
+) -> tuple[NDArray[np.float32], float]:
     """Move a guide distribution onto the base vocabulary.
 
     Args:
         p_guide: ``(n_guide,)`` guide probabilities.
-        target: ``(n_guide,)`` int array, base id for each guide id, ``-1`` for dropped ids.
+        kept_ids: guide ids that have a base target (the rest are dropped).
+        kept_targets: the base id of each kept guide id (same length as ``kept_ids``).
         n_base: size of the base vocabulary.
 
     Returns:
         ``(q, dropped)``: ``(n_base,)`` float32 distribution renormalised over the kept mass, and the
         guide probability mass that had nowhere to go.
     """
-    kept = target >= 0
-    weights = np.where(kept, p_guide, 0.0)
-    q = np.bincount(np.where(kept, target, 0), weights=weights, minlength=n_base).astype(np.float32)
+    weights = p_guide[kept_ids]
+    q = np.zeros(n_base, dtype=np.float32)
+    np.add.at(q, kept_targets, weights)  # several guide ids may land on one base id
     kept_mass = float(weights.sum())
-    dropped = float(max(0.0, float(np.sum(p_guide)) - kept_mass))
+    dropped = max(0.0, float(p_guide.sum()) - kept_mass)
     if kept_mass > 0:
-        q /= kept_mass
+        q *= np.float32(1.0 / kept_mass)
     return q, dropped
 
 

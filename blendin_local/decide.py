@@ -90,7 +90,7 @@ class Decider:
         assert self.projection is not None
         if self.projection.identity:
             return p, p
-        q, _ = blend.project(p, self.projection.target, self.projection.n_base)
+        q, _ = self.projection.apply(p)
         return p, q
 
     def decide(self, base_logits: F32, y: bytes, index: int) -> Decision:

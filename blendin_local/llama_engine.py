@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import time
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -171,20 +172,19 @@ class LlamaEngine:
         return out
 
     # --- reference path (benchmarks and tests compare against llama-cpp-python itself) -------
-    def reference_completion(self, prompt: bytes, max_tokens: int) -> tuple[list[int], str]:
-        """Greedy ``create_completion`` on the same loaded model: (token ids, text)."""
+    def reference_completion(self, prompt: bytes, max_tokens: int) -> tuple[list[int], float]:
+        """Greedy ``create_completion`` on this same loaded model: (generated ids, decode seconds
+        from its first streamed token to its last, prompt processing excluded)."""
         self._llm.reset()
-        ids: list[int] = []
-        text = []
         prompt_ids = self.tokenize(prompt, add_bos=self.add_bos)
-        for chunk in self._llm.create_completion(
-            prompt_ids, max_tokens=max_tokens, temperature=0.0, top_k=1, stream=True,
-            logprobs=None,
+        stamps = []
+        for _ in self._llm.create_completion(
+            prompt_ids, max_tokens=max_tokens, temperature=0.0, top_k=1, stream=True
         ):
-            text.append(chunk["choices"][0]["text"])
+            stamps.append(time.perf_counter())
         ids = self._llm.input_ids[len(prompt_ids) : self._llm.n_tokens].tolist()
         self._llm.reset()
-        return ids, "".join(text)
+        return ids, (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
 
     def close(self) -> None:
         self._llm.close()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from . import blend
 from .engine import Engine
 
 EXACT, APPROX, DROP, END = 0, 1, 2, 3
@@ -29,6 +31,19 @@ class Projection:
     @property
     def approx_mask(self) -> NDArray[np.bool_]:
         return self.kind == APPROX
+
+    @cached_property
+    def kept_ids(self) -> NDArray[np.int64]:
+        """Guide ids with a base target (precomputed once: the per-step scatter uses them)."""
+        return np.flatnonzero(self.target >= 0)
+
+    @cached_property
+    def kept_targets(self) -> NDArray[np.int64]:
+        return self.target[self.kept_ids]
+
+    def apply(self, p_guide: NDArray[np.floating]) -> tuple[NDArray[np.float32], float]:
+        """``(q over the base vocabulary, dropped mass)`` for a guide distribution."""
+        return blend.project(p_guide, self.kept_ids, self.kept_targets, self.n_base)
 
     def coverage(self) -> dict[str, float]:
         """Percent of the guide vocabulary per kind."""

@@ -43,7 +43,8 @@ def test_blend_hand_computed_and_renormalised() -> None:
 def test_project_moves_mass_and_reports_the_dropped_part() -> None:
     p_guide = np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32)
     target = np.array([0, -1, 2, 2])
-    q, dropped = blend.project(p_guide, target, 3)
+    kept = np.flatnonzero(target >= 0)
+    q, dropped = blend.project(p_guide, kept, target[kept], 3)
     np.testing.assert_allclose(q, [0.1 / 0.8, 0.0, 0.7 / 0.8], rtol=1e-6)
     assert q.sum() == pytest.approx(1.0, abs=1e-6)
     assert dropped == pytest.approx(0.2, abs=1e-6)
@@ -54,7 +55,8 @@ def test_project_conserves_mass_on_random_maps() -> None:
     for _ in range(20):
         p = rng.dirichlet(np.ones(500)).astype(np.float32)
         target = rng.integers(-1, 2000, 500)
-        q, dropped = blend.project(p, target, 2000)
+        kept_ids = np.flatnonzero(target >= 0)
+        q, dropped = blend.project(p, kept_ids, target[kept_ids], 2000)
         kept = float(p[target >= 0].sum())
         assert q.sum() == pytest.approx(1.0, abs=1e-5)
         assert dropped == pytest.approx(1.0 - kept, abs=1e-5)

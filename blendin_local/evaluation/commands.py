@@ -58,7 +58,8 @@ def _console(stderr: bool = False) -> Any:
 @click.command("eval")
 @click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The benchmark file, in the dataset's published format.")
-@click.option("--task", required=True, type=click.Choice(TASK_NAMES), help="How to read and score it.")
+@click.option("--task", required=True, type=click.Choice(TASK_NAMES),
+              help="How to read and score it.")
 @click.option("--methods", default="base,guide,blendin", show_default=True,
               help="Comma-separated methods to compare.")
 @click.option("--gamma", "gammas", default="0.4", show_default=True,
@@ -82,8 +83,9 @@ def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, 
     One JSONL record per (method, setting, item) is written as soon as it exists, so Ctrl-C
     loses at most the answer in flight. Example:
 
-      blendin-local eval --task gsm8k --data test.jsonl --methods base,guide,blendin
-      --gamma 0.2,0.3,0.4 --limit 100 --out runs/gsm8k
+    \b
+      blendin-local eval --task gsm8k --data test.jsonl \\
+        --methods base,guide,blendin --gamma 0.2,0.3,0.4 --limit 100 --out runs/gsm8k
     """
     method_list = parse_methods(methods)
     grid = build_grid(method_list, parse_gammas(gammas), parse_alphas(alphas))

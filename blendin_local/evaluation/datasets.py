@@ -8,10 +8,11 @@ Formats:
 - ``arc``: JSONL, ``{"id", "question": {"stem", "choices": [{"label", "text"}]}, "answerKey"}``;
   numeric labels ("1".."5") are shown as letters.
 - ``mmlu``: CSV without header, ``question,A,B,C,D,answer`` (a ``question,...`` header is accepted).
-- ``truthfulqa``: ``TruthfulQA.csv`` (header: Type, Category, Question, Best Answer, Correct Answers,
-  Incorrect Answers, Source). Scored as multiple choice: the Best Answer against the Best Incorrect
-  Answer (when the file has that column) and then the Incorrect Answers in file order (split on
-  ``;``), at most :data:`TRUTHFULQA_OPTIONS` options, in an order fixed by a hash of the question.
+- ``truthfulqa``: ``TruthfulQA.csv`` (header: Type, Category, Question, Best Answer, Correct
+  Answers, Incorrect Answers, Source). Scored as multiple choice: the Best Answer against the
+  Best Incorrect Answer (when the file has that column) and then the Incorrect Answers in file
+  order (split on ``;``), at most :data:`TRUTHFULQA_OPTIONS` options, in an order fixed by a
+  hash of the question (the same for every method and re-run).
 - ``xstest``: CSV with ``prompt`` and ``type``; the label is the ``label`` column (safe/unsafe)
   when present, else ``unsafe`` for ``contrast_*`` types and ``safe`` otherwise.
 """
@@ -198,7 +199,8 @@ def _arc_item(d: Any, n: int) -> Item:
     if key not in labels:
         raise RowError(f"answerKey {key!r} is not one of the labels {labels}")
     given = d.get("id")
-    ident = str(given) if isinstance(given, str | int) and str(given) else item_id("arc", stem, *texts)
+    ident = str(given) if isinstance(given, str | int) and str(given) else ""
+    ident = ident or item_id("arc", stem, *texts)
     return Item(id=ident, question=stem, answer=LETTERS[labels.index(key)], line=n,
                 choices=tuple(texts))
 

@@ -98,8 +98,9 @@ class Diagnosis:
             good.append(f"{self.exact_coverage:.0f}% of the guide's vocabulary maps exactly onto "
                         "base tokens")
         if rate > EXCESSIVE_RATE:
-            bad.append(f"the base is unsure (top-1 < {self.gamma:g}) at {100 * rate:.0f}% of steps: "
-                       "the guide would be steering most of the answer (excessive interventions)")
+            bad.append(f"the base is unsure (top-1 < {self.gamma:g}) at {100 * rate:.0f}% of "
+                       "steps: the guide would be steering most of the answer "
+                       "(excessive interventions)")
         elif rate < RARE_RATE:
             return "LITTLE EFFECT", [
                 f"the base is unsure at only {100 * rate:.1f}% of steps at {g}: the guide would "
@@ -181,7 +182,8 @@ def figure(d: Diagnosis, path: Path, gammas: Sequence[float], title: str) -> Non
     ax.legend(fontsize=8)
     ax = axes[1]
     rows = [d.at(g) for g in gammas]
-    ax.plot(gammas, [100 * float(r["rate"] or 0) for r in rows], marker="o", label="intervention rate")
+    ax.plot(gammas, [100 * float(r["rate"] or 0) for r in rows], marker="o",
+            label="intervention rate")
     ax.plot(gammas, [100 * float(r["guide_changed"] or 0) for r in rows], marker="s",
             label="guide changed the token\n(% of interventions)")
     ax.axhline(100 * EXCESSIVE_RATE, color="#d62728", linestyle=":", linewidth=1,

@@ -165,14 +165,11 @@ def eval_plots(
     """Every evaluation figure into ``out_dir``; ``records`` maps a setting label to its records."""
     alphas = {label: [a for r in recs for a in (r.get("alphas") or [])]
               for label, recs in records.items()}
-    overlaps = {
-        label: (
-            [r["mean_overlap10"] for r in recs if r.get("correct") and r.get("mean_overlap10") is not None],
-            [r["mean_overlap10"] for r in recs
-             if not r.get("correct") and r.get("mean_overlap10") is not None],
-        )
-        for label, recs in records.items()
-    }
+    overlaps = {}
+    for label, recs in records.items():
+        with_overlap = [r for r in recs if r.get("mean_overlap10") is not None]
+        overlaps[label] = ([r["mean_overlap10"] for r in with_overlap if r.get("correct")],
+                           [r["mean_overlap10"] for r in with_overlap if not r.get("correct")])
     n = max((r.n for r in rows), default=0)
     paths = {name: out_dir / f"{name}.png" for name in
              ("accuracy_vs_gamma", "accuracy_vs_rate", "alpha_hist", "overlap_correct_wrong")}

@@ -55,7 +55,8 @@ class RecordStore:
                     key = record_key(record)
                 except (ValueError, KeyError, TypeError):
                     if complete:
-                        self._warn(f"{self.path}:{n}: damaged record ignored (that item runs again)")
+                        self._warn(f"{self.path}:{n}: damaged record ignored "
+                                   "(that item runs again)")
                     else:
                         self._warn(f"{self.path}:{n}: half-written last record dropped "
                                    "(that item runs again)")
@@ -101,7 +102,9 @@ class RecordStore:
         return [self.records[k] for k in keys if k in self.records]
 
 
-def check_manifest(out_dir: Path, config: dict[str, Any], info: dict[str, Any] | None = None) -> None:
+def check_manifest(
+    out_dir: Path, config: dict[str, Any], info: dict[str, Any] | None = None
+) -> None:
     """Write ``run.json``, or check that an existing one has the same ``config``.
 
     Records made with other models or decoding settings must not be mixed into one summary.

@@ -1,0 +1,176 @@
+"""``blendin-local bench``: speed and memory against the physical limits of spec §8, as ratios
+measured in one run (absolute timings on shared machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import numpy as np
+
+from . import blend
+from .cli_options import model_options
+from .generate import generate
+from .pair import ModelPair
+from .prompts import Conversation
+from .sampling import SamplingSettings, make_sampler
+from .settings import GenerationSettings
+
+PROMPTS = (
+    "The history of the Roman Empire begins",
+    "Photosynthesis is the process by which",
+    "Here is a short story about a lighthouse keeper:",
+)
+
+
+@dataclass
+class Run:
+    name: str
+    tokens: int = 0
+    seconds: float = 0.0  # decode time: prompt processing excluded
+    interventions: int = 0
+    generated: int = 0  # tokens produced (``tokens`` counts the timed evaluations)
+
+    @property
+    def rate(self) -> float:
+        return self.interventions / self.generated if self.generated else 0.0
+
+    @property
+    def per_token(self) -> float:
+        return self.seconds / self.tokens if self.tokens else float("nan")
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def numpy_step_us(n_base: int, n_guide: int, repeats: int = 200) -> dict[str, float]:
+    """Median µs of one intervention step's NumPy work at these vocabulary sizes (synthetic)."""
+    rng = np.random.default_rng(0)
+    lb = (rng.standard_normal(n_base) * 3).astype(np.float32)
+    lg = (rng.standard_normal(n_guide) * 3).astype(np.float32)
+    target = rng.integers(0, n_base, n_guide)
+    kept_ids = np.arange(n_guide)
+    sample = make_sampler(SamplingSettings())
+    core, diag = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        p_base = blend.softmax(lb)
+        b = float(p_base.max())
+        p_guide = blend.softmax(lg)
+        q, _ = blend.project(p_guide, kept_ids, target, n_base)
+        alpha = blend.auto_alpha(b, float(p_guide.max()), float(p_base[int(np.argmax(q))]))
+        sample(blend.blend(p_base, q, alpha), rng)
+        t1 = time.perf_counter()
+        blend.overlap_at_k(p_base, q, 100)
+        t2 = time.perf_counter()
+        core.append(t1 - t0)
+        diag.append(t2 - t1)
+    return {"step_us": 1e6 * statistics.median(core), "overlap_us": 1e6 * statistics.median(diag)}
+
+
+def _measure(pair: ModelPair, method: str, gamma: float, max_tokens: int, run: Run) -> None:
+    for prompt in PROMPTS:
+        conv = Conversation.single(prompt, chat=False)
+        gen = generate(pair, conv, GenerationSettings(method=method, gamma=gamma,
+                                                      max_tokens=max_tokens))
+        r = gen.run()
+        # Decode time covers tokens - 1 evaluations (the last token is never evaluated), as in
+        # the reference measurement from its first streamed token to its last.
+        run.tokens += max(0, r.tokens - 1)
+        run.generated += r.tokens
+        run.seconds += r.seconds - r.prefill_s
+        run.interventions += r.interventions
+
+
+def _measure_reference(pair: ModelPair, max_tokens: int, run: Run) -> None:
+    """llama-cpp-python's own greedy loop; its first streamed token stands in for our prefill."""
+    base = pair.base
+    assert base is not None
+    for prompt in PROMPTS:
+        ids, seconds = base.reference_completion(prompt.encode(), max_tokens)  # type: ignore[attr-defined]
+        run.tokens += len(ids)
+        run.generated += len(ids) + 1
+        run.seconds += seconds
+
+
+def run_bench(pair: ModelPair, *, max_tokens: int, rounds: int) -> dict[str, Any]:
+    """Round-robin over the runs ``rounds`` times (so drift hits all alike) and sum."""
+    runs = {k: Run(k) for k in ("llama-cpp-python", "base", "blendin", "always", "guide")}
+    for _ in range(rounds):
+        _measure_reference(pair, max_tokens, runs["llama-cpp-python"])
+        _measure(pair, "base", 0.0, max_tokens, runs["base"])
+        _measure(pair, "blendin", 0.4, max_tokens, runs["blendin"])
+        _measure(pair, "blendin", 2.0, max_tokens, runs["always"])
+        _measure(pair, "guide", 0.0, max_tokens, runs["guide"])
+    t_b, t_g = runs["base"].per_token, runs["guide"].per_token
+    bl, al = runs["blendin"], runs["always"]
+    predicted = bl.tokens * t_b + bl.rate * bl.tokens * t_g
+    assert pair.base is not None and pair.guide is not None
+    np_cost = numpy_step_us(pair.base.n_vocab, pair.guide.n_vocab)
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    ratios = [
+        ("blendin(γ=0.4) wall / predicted", bl.seconds / predicted, "<=", 1.10),
+        ("always-intervene wall / (base + guide)",
+         al.seconds / (al.tokens * (t_b + t_g)), "<=", 1.05),
+        ("our base / llama-cpp-python tok/s",
+         runs["base"].tokens_per_s / runs["llama-cpp-python"].tokens_per_s, ">=", 0.95),
+        (f"NumPy step at |V|={pair.base.n_vocab} (ms)", np_cost["step_us"] / 1000, "<=", 1.0),
+        ("peak RSS (GB)", rss_gb, "<=", 1.5),
+    ]
+    return {
+        "runs": {k: {"tokens": r.tokens, "seconds": round(r.seconds, 3),
+                     "tokens_per_s": round(r.tokens_per_s, 2), "interventions": r.interventions,
+                     "intervention_rate": round(r.rate, 3)}
+                 for k, r in runs.items()},
+        "ratios": [{"metric": m, "value": round(v, 4), "target": f"{op} {t}",
+                    "ok": bool(v <= t if op == "<=" else v >= t)} for m, v, op, t in ratios],
+        "overlap_diagnostics_us": round(np_cost["overlap_us"], 1),
+        "max_tokens": max_tokens, "rounds": rounds, "prompts": len(PROMPTS),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"decode speed ({report['prompts']} prompts × {report['rounds']} rounds, "
+                    f"≤{report['max_tokens']} tokens each; prompt processing excluded)")
+    for col in ("run", "tokens", "seconds", "tok/s", "interventions", "rate"):
+        t.add_column(col, justify="right" if col != "run" else "left")
+    for name, r in report["runs"].items():
+        t.add_row(name, str(r["tokens"]), f"{r['seconds']:.2f}", f"{r['tokens_per_s']:.1f}",
+                  str(r["interventions"]), f"{100 * r['intervention_rate']:.0f}%")
+    console.print(t)
+    t2 = Table(title="targets")
+    for col in ("metric", "value", "target", ""):
+        t2.add_column(col)
+    for row in report["ratios"]:
+        t2.add_row(row["metric"], f"{row['value']:.3f}", row["target"],
+                   "[green]ok[/]" if row["ok"] else "[red]missed[/]")
+    console.print(t2)
+    console.print(f"overlap@100 diagnostics at an intervention: "
+                  f"{report['overlap_diagnostics_us']:.0f} µs (outside the step budget)")
+
+
+@click.command("bench")
+@model_options
+@click.option("--max-tokens", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def bench_command(max_tokens: int, rounds: int, as_json: bool, **opts: Any) -> None:
+    """Speed and memory of every method against spec §8's targets, measured in one run."""
+    from .cli_options import pair_from_options
+
+    pair = pair_from_options(opts, ["blendin"])
+    report = run_bench(pair, max_tokens=max_tokens, rounds=rounds)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_report(report)
