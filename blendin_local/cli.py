@@ -14,7 +14,7 @@ from .errors import BlendinError, UsageError
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from .steps import Provenance, Result, Step
 
-STYLE = {
+STYLE: dict[Provenance, dict[str, Any]] = {
     Provenance.BASE: {},
     Provenance.BLEND_AGREE: {"fg": "cyan"},
     Provenance.BLEND_GUIDE: {"fg": "magenta", "bold": True},

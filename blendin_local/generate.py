@@ -170,8 +170,8 @@ class Generation:
             token = self.sample(decision.probs, self.rng)
             t_blend = time.perf_counter() - t1 - decision.t_guide
             if self.end_token(base, token):
-                guide_made_it = decision.intervened and provenance_of(decision, token) is not Provenance.BLEND_AGREE
-                self.stop_reason = StopReason.GUIDE_EOS if guide_made_it else StopReason.EOS
+                by_guide = provenance_of(decision, token) is Provenance.BLEND_GUIDE
+                self.stop_reason = StopReason.GUIDE_EOS if by_guide else StopReason.EOS
                 text = self.output.finish()
             else:
                 text = self.push(b"" if token in controls else pieces[token], index)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .engine import Engine
-from .prompts import Conversation, RenderedPrompt, render
 from .projection import Projection
+from .prompts import Conversation, RenderedPrompt, render
 
 
 @dataclass

@@ -102,9 +102,9 @@ def build_projection(base: Engine, guide: Engine) -> Projection:
         elif piece in by_piece:
             target[g], kind[g] = by_piece[piece], EXACT
         else:
-            ids = base.tokenize(piece, add_bos=False, special=False)
-            if ids:
-                target[g], kind[g] = ids[0], APPROX
+            first = base.tokenize(piece, add_bos=False, special=False)[:1]
+            if first:
+                target[g], kind[g] = first[0], APPROX
     return Projection(target, kind, base.n_vocab)
 
 

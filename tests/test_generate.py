@@ -17,6 +17,7 @@ from blendin_local.prompts import Conversation
 from blendin_local.sampling import SamplingSettings
 from blendin_local.settings import GenerationSettings
 from blendin_local.steps import Provenance, StopReason
+
 from fakes import BASE_PIECES, GUIDE_PIECES, cross_pair, fake_base, same_tokenizer_pair
 
 CONV = Conversation.single("What is a b c?")

@@ -5,6 +5,7 @@ import pytest
 
 from blendin_local import projection as proj_mod
 from blendin_local.projection import APPROX, DROP, END, EXACT, build_projection, load_or_build
+
 from fakes import BASE_PIECES, GUIDE_PIECES, fake_base, fake_guide
 
 

@@ -7,6 +7,7 @@ from blendin_local.generate import generate
 from blendin_local.prompts import Conversation
 from blendin_local.replay import replay
 from blendin_local.settings import GenerationSettings
+
 from fakes import cross_pair
 
 CONV = Conversation.single("What is a b c?")

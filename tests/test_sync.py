@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blendin_local.sync import TextSync, complete_utf8_prefix
+
 from fakes import fake_guide
 
 
