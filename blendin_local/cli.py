@@ -12,6 +12,7 @@ import click
 from .cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from .errors import BlendinError, UsageError
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
+from .settings import GenerationSettings
 from .steps import Provenance, Result, Step
 
 STYLE: dict[Provenance, dict[str, Any]] = {
@@ -107,7 +108,7 @@ def generate(prompt: str, system: str, chat: bool, as_json: bool, trace: str | N
     pair = pair_from_options(opts, [settings.method])
     conv = Conversation.single(text, system=system, plain=QA_FORMAT, chat=chat)
     gen = start(pair, conv, settings)
-    colour = show and sys.stdout.isatty() or show and not as_json
+    colour = show and not as_json  # click drops the colours when stdout is not a terminal
     try:
         for step in gen:
             if trace_file is not None:
@@ -116,12 +117,12 @@ def generate(prompt: str, system: str, chat: bool, as_json: bool, trace: str | N
             if not as_json:
                 _echo_step(step, colour)
     except KeyboardInterrupt:
-        _finish(gen.result, as_json, show)
+        _finish(gen.result, settings, as_json, show)
         sys.exit(EXIT_INTERRUPTED)
     finally:
         if trace_file is not None:
             trace_file.close()
-    _finish(gen.result, as_json, show)
+    _finish(gen.result, settings, as_json, show)
 
 
 def _echo_step(step: Step, colour: bool) -> None:
@@ -132,9 +133,10 @@ def _echo_step(step: Step, colour: bool) -> None:
     sys.stdout.flush()
 
 
-def _finish(result: Result, as_json: bool, show: bool) -> None:
+def _finish(result: Result, settings: GenerationSettings, as_json: bool, show: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        summary = {**result.to_dict(), "settings": settings.to_dict()}
+        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
         return
     click.echo()
     if show:

@@ -48,42 +48,33 @@ class GGUFInfo:
         return d
 
 
-def _field(reader: Any, key: str) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    return f.contents()
-
-
 def read_info(path: Path) -> GGUFInfo:
     """Architecture, size, quantisation, context, vocabulary and special ids from metadata."""
     import gguf
 
-    check_gguf(path)
+    from .llama_engine import read_metadata
+
+    raw = read_metadata(path)
+    meta: dict[str, str] = raw["metadata"]  # type: ignore[assignment]
+    arch = meta.get("general.architecture", "unknown")
+    ftype = meta.get("general.file_type")
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError, KeyError) as exc:
-        raise ModelFileError(f"corrupt or truncated GGUF file {path}: {exc}") from None
-    arch = _field(reader, "general.architecture") or "unknown"
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    n_vocab = len(tokens.data) if tokens is not None else 0
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    ftype = _field(reader, "general.file_type")
-    try:
-        quant = gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_") if ftype is not None else "?"
+        quant = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_") if ftype else "?"
     except ValueError:
         quant = f"file_type {ftype}"
+    ctx = meta.get(f"{arch}.context_length")
+    bos, eos = raw["bos_id"], raw["eos_id"]
     return GGUFInfo(
         path=path,
-        architecture=str(arch),
-        name=_field(reader, "general.name"),
-        parameters=params,
+        architecture=arch,
+        name=meta.get("general.name"),
+        parameters=int(raw["n_params"]),  # type: ignore[call-overload]
         quantisation=quant,
-        context_length=_field(reader, f"{arch}.context_length"),
-        vocab_size=n_vocab,
-        bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
-        eos_id=_field(reader, "tokenizer.ggml.eos_token_id"),
-        eot_id=_field(reader, "tokenizer.ggml.eot_token_id"),
-        chat_template=_field(reader, "tokenizer.chat_template") is not None,
+        context_length=int(ctx) if ctx else None,
+        vocab_size=int(raw["n_vocab"]),  # type: ignore[call-overload]
+        bos_id=bos if isinstance(bos, int) and bos >= 0 else None,
+        eos_id=eos if isinstance(eos, int) and eos >= 0 else None,
+        eot_id=raw["eot_id"],  # type: ignore[arg-type]
+        chat_template="tokenizer.chat_template" in meta,
         file_size=path.stat().st_size,
     )

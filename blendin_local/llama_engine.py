@@ -45,6 +45,31 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def read_metadata(path: Path) -> dict[str, object]:
+    """GGUF metadata, parameter count and special ids via a vocabulary-only load (~0.5 s, where
+    parsing the whole header in Python takes ~10 s on a 262k vocabulary)."""
+    import llama_cpp
+
+    check_gguf(path)
+    try:
+        with _quiet_stderr():
+            llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelFileError(f"{path}: llama.cpp could not read this GGUF ({exc})") from None
+    model, vocab = llm._model.model, llm._model.vocab
+    eot = llama_cpp.llama_vocab_eot(vocab)
+    info: dict[str, object] = {
+        "metadata": dict(llm.metadata),
+        "n_params": int(llama_cpp.llama_model_n_params(model)),
+        "n_vocab": int(llm.n_vocab()),
+        "bos_id": int(llama_cpp.llama_vocab_bos(vocab)),
+        "eos_id": int(llama_cpp.llama_vocab_eos(vocab)),
+        "eot_id": int(eot) if eot >= 0 else None,
+    }
+    llm.close()
+    return info
+
+
 class LlamaEngine:
     """A GGUF model on llama.cpp, implementing :class:`blendin_local.engine.Engine`."""
 
