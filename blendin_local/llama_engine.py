@@ -55,7 +55,9 @@ def read_metadata(path: Path) -> dict[str, object]:
         with _quiet_stderr():
             llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelFileError(f"{path}: llama.cpp could not read this GGUF ({exc})") from None
+        raise ModelFileError(
+            f"{path}: llama.cpp could not read this GGUF: the file is corrupt or truncated"
+        ) from None
     model, vocab = llm._model.model, llm._model.vocab
     eot = llama_cpp.llama_vocab_eot(vocab)
     info: dict[str, object] = {
@@ -102,7 +104,10 @@ class LlamaEngine:
                     verbose=False,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelFileError(f"{path}: llama.cpp could not load this GGUF ({exc})") from None
+            raise ModelFileError(
+                f"{path}: llama.cpp could not load this GGUF: the file is corrupt, truncated or of "
+                "an unsupported architecture"
+            ) from None
         self.name = path.stem
         self.path = path
         self.n_ctx = self._llm.n_ctx()

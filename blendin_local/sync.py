@@ -56,12 +56,13 @@ class TextSync:
             y = y.lstrip(b" ")
         text = self.prefix + complete_utf8_prefix(y)
         start_tok, start_byte = self._restart_point(len(text))
-        tail = self.engine.tokenize(text[start_byte:], add_bos=self.add_bos and start_tok == 0)
+        added_bos = self.add_bos and start_tok == 0
+        tail = self.engine.tokenize(text[start_byte:], add_bos=added_bos)
         ids = self.ids[:start_tok] + tail
         ends = self._ends[:start_tok]
         pos = start_byte
-        for t in tail:
-            if t != self.engine.bos_id or pos > 0:
+        for i, t in enumerate(tail):
+            if not (added_bos and i == 0):  # a BOS the tokenizer added spells no text
                 pos += len(self._pieces[t])
             ends.append(pos)
         if pos != len(text):  # pieces do not spell the text: fall back to whole re-tokenisation
