@@ -61,7 +61,7 @@ class Decider:
         self.projection: Projection | None = None
         if pair.guide is not None and self.method in ("blendin", "ensemble", "proxy"):
             gp = prompt_for(pair.guide, conv, role="guide")
-            self.guide_sync = TextSync(pair.guide, gp.text, add_bos=gp.add_bos, lstrip_answer=True)
+            self.guide_sync = TextSync(pair.guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
             proj = pair.projection
             assert proj is not None
             self.projection = proj if settings.guide_can_stop else proj.without_end()
@@ -70,7 +70,7 @@ class Decider:
             self._approx = self.projection.approx_mask
         if self.method == "proxy" and pair.anti is not None:
             ap = prompt_for(pair.anti, conv, role="guide")
-            self.anti_sync = TextSync(pair.anti, ap.text, add_bos=ap.add_bos, lstrip_answer=True)
+            self.anti_sync = TextSync(pair.anti, ap.text, add_bos=ap.add_bos, lstrip_answer=ap.templated)
 
     def gate_open(self, p_base: F32, index: int) -> bool:
         """Does the guide speak at this step? (γ gate, then the optional intervention cap)."""

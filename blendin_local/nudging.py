@@ -58,7 +58,7 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
     bp, gp = prompt_for(base, gen.conv, role="base"), prompt_for(guide, gen.conv, role="guide")
     gen.prefill(base, "base")
     base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
-    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=True)
+    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
     base_pieces, guide_pieces = base.pieces(), guide.pieces()
     index = 0
     while index < s.max_tokens:

@@ -73,7 +73,7 @@ def top100_steps(gen: Generation) -> Iterator[Step]:
     bp, gp = prompt_for(base, gen.conv, role="base"), prompt_for(guide, gen.conv, role="guide")
     gen.prefill(base, "base")
     base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
-    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=True)
+    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
     base_pieces = base.pieces()
     base_strings = decoded_strings(base_pieces, base.control_ids())
     guide_strings = decoded_strings(guide.pieces(), guide.control_ids())

@@ -240,7 +240,8 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
 def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path) -> None:
     echo = click.echo
     echo(f"pair: {title}")
-    cov = ", ".join(f"{v:.1f}% {k}" for k, v in d.coverage.items())
+    cov = ", ".join(f"{'<0.1' if 0 < v < 0.05 else f'{v:.1f}'}% {k}"
+                    for k, v in d.coverage.items())
     echo(f"vocabulary: {'shared tokenizer' if d.identity else cov}")
     echo(f"sample: {d.prompts} prompts, {len(d.steps)} steps, every step blended (γ=2, auto α); "
          "rates below are along that trajectory")

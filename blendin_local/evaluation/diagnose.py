@@ -187,24 +187,25 @@ def figure(d: Diagnosis, path: Path, gammas: Sequence[float], title: str) -> Non
     ax.plot(gammas, [100 * float(r["guide_changed"] or 0) for r in rows], marker="s",
             label="guide changed the token\n(% of interventions)")
     ax.axhline(100 * EXCESSIVE_RATE, color="#d62728", linestyle=":", linewidth=1,
-               label="excessive")
+               label=f"excessive (> {100 * EXCESSIVE_RATE:.0f}%)")
     ax.set_xlabel("γ")
     ax.set_ylabel("%")
     ax.set_ylim(-2, 102)
-    ax.set_title("interventions by γ")
+    ax.set_title("interventions by γ (always-blend trajectory)", fontsize=10)
     ax.legend(fontsize=7)
     ax = axes[2]
     hits = [s for s in d.steps if s.b < d.gamma]
     o10 = [s.overlap10 for s in hits if s.overlap10 is not None]
     o100 = [s.overlap100 for s in hits if s.overlap100 is not None]
     bins = [i / 10 for i in range(11)]
+    ax.axvline(LOW_OVERLAP, color="#d62728", linestyle=":", linewidth=1,
+               label=f"low overlap (< {LOW_OVERLAP:g})")
     if o10:
         ax.hist([o10, o100], bins=bins, label=["overlap@10", "overlap@100"],
                 color=["#1f77b4", "#ff7f0e"])
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no interventions", ha="center", transform=ax.transAxes)
-    ax.axvline(LOW_OVERLAP, color="#d62728", linestyle=":", linewidth=1)
     ax.set_xlabel(f"top-k overlap at intervention points (b < {d.gamma:g})")
     ax.set_ylabel("steps")
     ax.set_title("base–guide agreement")

@@ -80,7 +80,8 @@ def accuracy_vs_rate(rows: Sequence[SummaryRow], path: Path, title: str) -> None
     ax.set_xlabel("intervention rate (% of tokens where the guide was blended in)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_xlim(left=0)
+    top = max((100 * (r.intervention_rate or 0.0) for r in pts), default=0.0)
+    ax.set_xlim(0, max(5.0, 1.4 * top))  # room for the labels right of the points
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if any(r.intervention_rate is None for r in rows):

@@ -201,5 +201,8 @@ def answer_one(
         "seconds": round(r.seconds, 4),
         "prefill_s": round(r.prefill_s, 4),
         "tokens_per_s": round(r.tokens_per_s, 2),
+        "t_base": round(r.t_base, 4),
+        "t_guide": round(r.t_guide, 4),
+        "t_blend": round(r.t_blend, 4),
         "error": None,
     }
