@@ -71,7 +71,7 @@ def summary_line(r: Result) -> str:
     return (
         f"[{r.method}] {r.tokens} tokens, {r.interventions} {what} ({rate}), "
         f"guide changed {r.guide_changed}, mean α {alpha}, {r.tokens_per_s:.1f} tok/s, "
-        f"stop: {r.stop_reason.value}"
+        f"stop: {r.stop_reason.value if r.stop_reason else 'running'}"
     )
 
 

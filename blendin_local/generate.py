@@ -107,7 +107,7 @@ class Generation:
             self.tally,
             text=self.output.text,
             method=self.settings.method,
-            stop=self.stop_reason or StopReason.INTERRUPTED,
+            stop=self.stop_reason,
             prompt_tokens=self.prompt_tokens,
             seconds=seconds,
             prefill_s=self.prefill_s,

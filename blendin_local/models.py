@@ -158,7 +158,10 @@ def fetch(entry: CatalogEntry, log: Callable[[str], None] = print) -> Path:
 def load_engine(spec: str, **engine_kwargs: Any) -> Any:
     from .llama_engine import LlamaEngine
 
-    return LlamaEngine(resolve_model(spec), **engine_kwargs)
+    engine = LlamaEngine(resolve_model(spec), **engine_kwargs)
+    if spec in load_catalog()[0]:
+        engine.name = spec
+    return engine
 
 
 def load_pair(

@@ -127,7 +127,7 @@ class Result:
 
     text: str
     method: str
-    stop_reason: StopReason
+    stop_reason: StopReason | None  # None while the generation is still running
     tokens: int
     prompt_tokens: int
     interventions: int
@@ -172,7 +172,7 @@ class Result:
 
     @classmethod
     def from_tally(
-        cls, tally: Tally, *, text: str, method: str, stop: StopReason, prompt_tokens: int,
+        cls, tally: Tally, *, text: str, method: str, stop: StopReason | None, prompt_tokens: int,
         seconds: float, prefill_s: float = 0.0, events: bool = False,
     ) -> Result:
         return cls(
@@ -189,7 +189,7 @@ class Result:
         return {
             "text": self.text,
             "method": self.method,
-            "stop_reason": self.stop_reason.value,
+            "stop_reason": self.stop_reason.value if self.stop_reason else None,
             "tokens": self.tokens,
             "prompt_tokens": self.prompt_tokens,
             "interventions": self.interventions,

@@ -188,7 +188,7 @@ def answer_one(
         **record,
         **score(task, item, r.text),
         "text": r.text,
-        "stop_reason": r.stop_reason.value,
+        "stop_reason": r.stop_reason.value if r.stop_reason else None,
         "tokens": r.tokens,
         "interventions": r.interventions,
         "intervention_rate": round(r.intervention_rate, 4),

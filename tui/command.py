@@ -1,0 +1,73 @@
+"""``blendin-local chat``: the Click command. Textual is imported only when the command runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from blendin_local.cli_options import (
+    decoding_options,
+    model_options,
+    pair_from_options,
+    settings_from_options,
+)
+from blendin_local.errors import UsageError
+from blendin_local.models import default_model, resolve_model
+from blendin_local.settings import NEEDS_BASE, NEEDS_GUIDE
+
+from .chat import DEFAULT_SYSTEM
+
+
+def methods_to_load(method: str, anti: str | None) -> list[str]:
+    """The chat can switch method in its settings: load base and guide (and the anti-expert when
+    one is named), whatever the starting method."""
+    if method == "proxy" and not anti:
+        raise UsageError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
+    return [method, "blendin", *(["proxy"] if anti else [])]
+
+
+@click.command("chat")
+@model_options
+@decoding_options
+@click.option("--system", default=DEFAULT_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[CHAT_ID|PATH]",
+              help="Re-open a saved chat (its id or file; alone: the most recent one).")
+@click.option("--light", is_flag=True, help="Start with the light theme.")
+@click.pass_context
+def chat_command(
+    ctx: click.Context, system: str, resume: str | None, light: bool, **opts: Any
+) -> None:
+    """Chat in the terminal with BlendIn: tokens coloured by who chose them, live statistics.
+
+    Enter sends, esc stops, ctrl+r regenerates, ctrl+n starts a new chat, ctrl+o re-opens a saved
+    one, ctrl+s opens the settings, ctrl+t shows tokens (click one to see its record), ctrl+y
+    exports Markdown, ctrl+p lists every action, ctrl+q quits. Chats are saved after every
+    message (in $BLENDIN_CHATS_DIR or the user data directory).
+    """
+    settings = settings_from_options(opts, diagnostics=True)
+    methods = methods_to_load(settings.method, opts.get("anti"))
+    # Name a missing model now, on the command line, rather than inside the app.
+    if any(m in NEEDS_BASE for m in methods):
+        resolve_model(opts.get("base") or default_model("base"))
+    if any(m in NEEDS_GUIDE for m in methods):
+        resolve_model(opts.get("guide") or default_model("guide"))
+    given = {
+        name for name in [*opts, "system"]
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+
+    from .app import ChatApp
+    from .terminal import private_terminal
+
+    app = ChatApp(
+        load_pair=lambda: pair_from_options(opts, methods),
+        settings=settings,
+        system=system,
+        resume=resume,
+        keep=given,
+        light=light,
+    )
+    with private_terminal():
+        app.run()
