@@ -65,8 +65,10 @@ class Decider:
             proj = pair.projection
             assert proj is not None
             self.projection = proj if settings.guide_can_stop else proj.without_end()
-            kept = self.projection.target[self.projection.target >= 0]
-            self._support = np.unique(kept)
+            self._start_projection = self.projection.at_answer_start()
+            # base ids either map can reach: the guide's top-k is ranked among these only
+            both = np.concatenate([self.projection.target, self._start_projection.target])
+            self._support = np.unique(both[both >= 0])
             self._approx = self.projection.approx_mask
         if self.method == "proxy" and pair.anti is not None:
             ap = prompt_for(pair.anti, conv, role="guide")
@@ -87,10 +89,13 @@ class Decider:
         """Catch the guide up with ``y``; returns (p_guide over its vocab, q over base vocab)."""
         sync.update(y)
         p = blend.softmax(sync.engine.logits())
-        assert self.projection is not None
-        if self.projection.identity:
+        projection = self.projection
+        assert projection is not None
+        if sync.lstrip_answer and not y.strip():
+            projection = self._start_projection
+        elif projection.identity:
             return p, p
-        q, _ = self.projection.apply(p)
+        q, _ = projection.apply(p)
         return p, q
 
     def decide(self, base_logits: F32, y: bytes, index: int) -> Decision:

@@ -54,7 +54,7 @@ def read_metadata(path: Path) -> dict[str, object]:
     try:
         with _quiet_stderr():
             llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError):
         raise ModelFileError(
             f"{path}: llama.cpp could not read this GGUF: the file is corrupt or truncated"
         ) from None
@@ -103,7 +103,7 @@ class LlamaEngine:
                     swa_full=True,  # with False, a KV rollback "works" but gives wrong logits
                     verbose=False,
                 )
-        except (ValueError, RuntimeError, OSError) as exc:
+        except (ValueError, RuntimeError, OSError):
             raise ModelFileError(
                 f"{path}: llama.cpp could not load this GGUF: the file is corrupt, truncated or of "
                 "an unsupported architecture"

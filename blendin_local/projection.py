@@ -16,7 +16,7 @@ from .engine import Engine
 
 EXACT, APPROX, DROP, END = 0, 1, 2, 3
 KIND_NAMES = {EXACT: "exact", APPROX: "approximate", DROP: "dropped", END: "end→EOS"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,15 @@ class Projection:
     kind: NDArray[np.uint8]
     n_base: int
     identity: bool = False
+    # At the very start of the answer a plain-format base continues "Answer:" and expects a leading
+    # space, while a chat guide starts its turn without one: there, guide "The" → base " The".
+    lead_target: NDArray[np.int64] | None = None
+
+    def at_answer_start(self) -> Projection:
+        """The map for the answer's first token (space-led base twins where they exist)."""
+        if self.lead_target is None:
+            return self
+        return Projection(self.lead_target, self.kind, self.n_base)
 
     @property
     def approx_mask(self) -> NDArray[np.bool_]:
@@ -52,9 +61,10 @@ class Projection:
 
     def without_end(self) -> Projection:
         """The same map with end-of-turn tokens dropped (the guide cannot end the answer)."""
-        target = np.where(self.kind == END, -1, self.target)
-        kind = np.where(self.kind == END, DROP, self.kind).astype(np.uint8)
-        return Projection(target, kind, self.n_base, identity=False)
+        end = self.kind == END
+        kind = np.where(end, DROP, self.kind).astype(np.uint8)
+        lead = None if self.lead_target is None else np.where(end, -1, self.lead_target)
+        return Projection(np.where(end, -1, self.target), kind, self.n_base, lead_target=lead)
 
 
 def vocab_hash(pieces: list[bytes], controls: frozenset[int]) -> str:
@@ -78,18 +88,19 @@ def build_projection(base: Engine, guide: Engine) -> Projection:
     guide end-of-generation → base EOS; other control tokens and empty pieces → dropped.
     """
     n_guide = guide.n_vocab
-    if same_vocabulary(base, guide):
-        ids = np.arange(n_guide, dtype=np.int64)
-        kind = np.full(n_guide, EXACT, dtype=np.uint8)
-        eog = list(guide.eog_ids())
-        kind[eog] = END
-        return Projection(ids, kind, base.n_vocab, identity=True)
     base_pieces = base.pieces()
     base_controls = base.control_ids()
     by_piece: dict[bytes, int] = {}
     for i, p in enumerate(base_pieces):
         if p and i not in base_controls and p not in by_piece:
             by_piece[p] = i
+    if same_vocabulary(base, guide):
+        ids = np.arange(n_guide, dtype=np.int64)
+        kind = np.full(n_guide, EXACT, dtype=np.uint8)
+        eog = list(guide.eog_ids())
+        kind[eog] = END
+        lead = _lead_targets(ids, kind, guide.pieces(), by_piece)
+        return Projection(ids, kind, base.n_vocab, identity=True, lead_target=lead)
     target = np.full(n_guide, -1, dtype=np.int64)
     kind = np.full(n_guide, DROP, dtype=np.uint8)
     guide_controls = guide.control_ids()
@@ -105,7 +116,19 @@ def build_projection(base: Engine, guide: Engine) -> Projection:
             first = base.tokenize(piece, add_bos=False, special=False)[:1]
             if first:
                 target[g], kind[g] = first[0], APPROX
-    return Projection(target, kind, base.n_vocab)
+    lead = _lead_targets(target, kind, guide.pieces(), by_piece)
+    return Projection(target, kind, base.n_vocab, lead_target=lead)
+
+
+def _lead_targets(
+    target: NDArray[np.int64], kind: NDArray[np.uint8], pieces: list[bytes], by_piece: dict[bytes, int]
+) -> NDArray[np.int64]:
+    lead = target.copy()
+    for g in np.flatnonzero((kind == EXACT) | (kind == APPROX)):
+        piece = pieces[g]
+        if not piece[:1].isspace():
+            lead[g] = by_piece.get(b" " + piece, int(target[g]))
+    return lead
 
 
 def load_or_build(base: Engine, guide: Engine, cache_dir: Path) -> Projection:
@@ -117,13 +140,15 @@ def load_or_build(base: Engine, guide: Engine, cache_dir: Path) -> Projection:
         try:
             with np.load(path) as data:
                 return Projection(
-                    data["target"], data["kind"], int(data["n_base"]), bool(data["identity"])
+                    data["target"], data["kind"], int(data["n_base"]), bool(data["identity"]),
+                    data["lead_target"],
                 )
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
     proj = build_projection(base, guide)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, target=proj.target, kind=proj.kind, n_base=proj.n_base, identity=proj.identity)
+    np.savez(tmp, target=proj.target, kind=proj.kind, n_base=proj.n_base, identity=proj.identity,
+             lead_target=proj.lead_target)
     tmp.replace(path)
     return proj

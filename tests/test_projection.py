@@ -49,3 +49,13 @@ def test_cache_is_reused_and_a_damaged_entry_rebuilt(tmp_path, monkeypatch) -> N
     third = load_or_build(fake_base(), fake_guide(), tmp_path)
     assert len(calls) == 2
     np.testing.assert_array_equal(first.kind, third.kind)
+
+
+def test_answer_start_maps_guide_tokens_to_their_space_led_base_twins() -> None:
+    p = build_projection(fake_base(), fake_guide())
+    start = p.at_answer_start()
+    g, b = GUIDE_PIECES.index, BASE_PIECES.index
+    assert p.target[g(b"the")] == b(b"the")
+    assert start.target[g(b"the")] == b(b" the")  # "Answer:" + " the"
+    assert start.target[g(b"abc")] == p.target[g(b"abc")]  # no " abc" in the base: unchanged
+    assert start.target[0] == p.target[0]  # the end of turn still maps to base EOS
