@@ -110,7 +110,9 @@ class LlamaEngine:
             ) from None
         self.name = path.stem
         self.path = path
-        self.n_ctx = self._llm.n_ctx()
+        # llama.cpp pads the context up to a multiple of 256, but llama-cpp-python's token buffer
+        # (input_ids) keeps the requested size: writing past it fails or is silently dropped.
+        self.n_ctx = min(self._llm.n_ctx(), len(self._llm.input_ids))
         self.n_vocab = self._llm.n_vocab()
         self._vocab = self._llm._model.vocab
         bos = llama_cpp.llama_vocab_bos(self._vocab)
@@ -203,16 +205,22 @@ class LlamaEngine:
 
     # --- reference path (benchmarks and tests compare against llama-cpp-python itself) -------
     def reference_completion(self, prompt: bytes, max_tokens: int) -> tuple[list[int], float]:
-        """Greedy ``create_completion`` on this same loaded model: (generated ids, decode seconds
-        from its first streamed token to its last, prompt processing excluded)."""
-        self._llm.reset()
+        """Greedy decoding by llama-cpp-python's own loop (``Llama.generate``, what
+        ``create_completion`` runs) on this same loaded model: (generated ids, decode seconds
+        from its first sampled token to its last, prompt processing excluded)."""
         prompt_ids = self.tokenize(prompt, add_bos=self.add_bos)
+        eog = self.eog_ids()
+        ids: list[int] = []
         stamps = []
-        for _ in self._llm.create_completion(
-            prompt_ids, max_tokens=max_tokens, temperature=0.0, top_k=1, stream=True
-        ):
+        # Not create_completion: it never evaluates its last sampled token, so reading the ids
+        # back from input_ids loses that one.
+        for token in self._llm.generate(prompt_ids, top_k=1, temp=0.0, reset=True):
             stamps.append(time.perf_counter())
-        ids = self._llm.input_ids[len(prompt_ids) : self._llm.n_tokens].tolist()
+            if token in eog:
+                break
+            ids.append(int(token))
+            if len(ids) >= max_tokens:
+                break
         self._llm.reset()
         return ids, (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
 

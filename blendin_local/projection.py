@@ -149,6 +149,6 @@ def load_or_build(base: Engine, guide: Engine, cache_dir: Path) -> Projection:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, target=proj.target, kind=proj.kind, n_base=proj.n_base, identity=proj.identity,
-             lead_target=proj.lead_target)
+             lead_target=proj.target if proj.lead_target is None else proj.lead_target)
     tmp.replace(path)
     return proj

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny generated GGUF (fast engine tests) and the real default pair (loaded once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blendin_local.pair import ModelPair
+
+from tiny_gguf import write_tiny_gguf
+
+REAL_N_CTX = 1024
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of a tiny, deterministic Llama/SPM GGUF (~200 KB, loads in milliseconds)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture
+def tiny_engine(tiny_gguf: Path):  # -> LlamaEngine
+    """A fresh engine on the tiny model; ``n_batch=16`` so batched evaluation is chunked."""
+    from blendin_local.llama_engine import LlamaEngine
+
+    engine = LlamaEngine(tiny_gguf, n_ctx=256, n_batch=16, n_threads=2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def real_pair() -> ModelPair:
+    """The real default pair (Gemma-3-270M base, SmolLM2-135M-Instruct guide), loaded once.
+
+    Tests share it: each one must put the KV caches in the state it needs (``rollback(0)``...).
+    """
+    from blendin_local.models import load_catalog, load_pair
+
+    entries, default = load_catalog()
+    missing = [n for n in default.values() if not entries[n].fetched]
+    if missing:
+        pytest.skip(f"models not fetched ({', '.join(missing)}): run `make models`")
+    return load_pair("gemma3-270m", "smollm2-135m-instruct", n_ctx=REAL_N_CTX)
