@@ -189,40 +189,53 @@ class Generation:
                     t_base = time.perf_counter() - t3
             yield step
 
+    def halted(self, engine: Engine) -> bool:
+        """A cancel, or a context with no room for another token, ends the generation here."""
+        if self._cancelled:
+            self.stop_reason = StopReason.CANCELLED
+        elif not self.room_left(engine):
+            self.stop_reason = StopReason.CONTEXT_FULL
+        return self.stop_reason is not None
+
+    def own_step(
+        self, engine: Engine, index: int, *, provenance: Provenance, t_model: float
+    ) -> Step:
+        """Sample ``engine``'s own next token (no blending), add it to the answer, describe it.
+
+        ``provenance`` BASE records the probabilities as the base's, GUIDE as the guide's.
+        """
+        t0 = time.perf_counter()
+        p = blend.softmax(engine.logits())
+        token = self.sample(p, self.rng)
+        piece = engine.pieces()[token]
+        if self.end_token(engine, token):
+            self.stop_reason = StopReason.EOS
+            text = self.output.finish()
+        else:
+            text = self.push(b"" if token in engine.control_ids() else piece, index)
+        top, chosen = float(p.max()), float(p[token])
+        is_base = provenance is Provenance.BASE
+        return Step(
+            index=index, token=token, piece=piece, text=text, provenance=provenance,
+            intervened=False, b=top if is_base else None, g=None if is_base else top,
+            p_base_token=chosen if is_base else None, p_guide_token=None if is_base else chosen,
+            t_base=t_model if is_base else 0.0, t_guide=0.0 if is_base else t_model,
+            t_blend=time.perf_counter() - t0,
+        )
+
     def _solo_steps(self, engine: Engine, provenance: Provenance, *, role: str) -> Iterator[Step]:
         """One model alone with its own prompt and its own stop (the ``guide`` baseline)."""
         t0 = time.perf_counter()
         self.prefill(engine, role)
-        pieces = engine.pieces()
-        controls = engine.control_ids()
         t_model = time.perf_counter() - t0
         for index in range(self.settings.max_tokens):
-            if self._cancelled:
-                self.stop_reason = StopReason.CANCELLED
+            step = self.own_step(engine, index, provenance=provenance, t_model=t_model)
+            yield step
+            if index + 1 == self.settings.max_tokens or self.halted(engine):
                 return
             t1 = time.perf_counter()
-            p = blend.softmax(engine.logits())
-            token = self.sample(p, self.rng)
-            top = float(p.max())
-            if self.end_token(engine, token):
-                self.stop_reason = StopReason.EOS
-                text = self.output.finish()
-            else:
-                text = self.push(b"" if token in controls else pieces[token], index)
-            t_blend = time.perf_counter() - t1
-            step = Step(
-                index=index, token=token, piece=pieces[token], text=text, provenance=provenance,
-                intervened=False, b=None, g=top, p_guide_token=float(p[token]),
-                t_guide=t_model, t_blend=t_blend,
-            )
-            if self.stop_reason is None and index + 1 < self.settings.max_tokens:
-                if not self.room_left(engine):
-                    self.stop_reason = StopReason.CONTEXT_FULL
-                else:
-                    t2 = time.perf_counter()
-                    engine.eval([token])
-                    t_model = time.perf_counter() - t2
-            yield step
+            engine.eval([step.token])
+            t_model = time.perf_counter() - t1
 
 
 def generate(pair: ModelPair, conv: Conversation, settings: GenerationSettings) -> Generation:

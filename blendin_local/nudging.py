@@ -62,11 +62,7 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
     base_pieces, guide_pieces = base.pieces(), guide.pieces()
     index = 0
     while index < s.max_tokens:
-        if gen.cancelled:
-            gen.stop_reason = StopReason.CANCELLED
-            return
-        if not gen.room_left(base):
-            gen.stop_reason = StopReason.CONTEXT_FULL
+        if gen.halted(base):
             return
         t0 = time.perf_counter()
         base_sync.update(gen.output.y)
@@ -74,16 +70,7 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
         p_base = blend.softmax(base.logits())
         b = float(p_base.max())
         if b >= s.gamma:
-            token = gen.sample(p_base, gen.rng)
-            if token in base.eog_ids():
-                gen.stop_reason = StopReason.EOS
-                text = gen.output.finish()
-            else:
-                text = gen.push(base_pieces[token], index)
-            yield Step(index=index, token=token, piece=base_pieces[token], text=text,
-                       provenance=Provenance.BASE, intervened=False, b=b,
-                       p_base_token=float(p_base[token]), t_base=t1 - t0,
-                       t_blend=time.perf_counter() - t1)
+            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=t1 - t0)
             index += 1
             if gen.stop_reason is not None:
                 return
@@ -119,13 +106,8 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
             gen.output.finish()
             return
         if not accepted_text:  # the guide wrote nothing usable: let the base go on
-            token = gen.sample(p_base, gen.rng)
-            if token in base.eog_ids():
-                gen.stop_reason = StopReason.EOS
-                return
-            text = gen.push(base_pieces[token], index)
-            yield Step(index=index, token=token, piece=base_pieces[token], text=text,
-                       provenance=Provenance.BASE, intervened=False, b=b)
+            base_sync.update(gen.output.y)
+            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=0.0)
             index += 1
 
 

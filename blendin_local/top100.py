@@ -79,29 +79,16 @@ def top100_steps(gen: Generation) -> Iterator[Step]:
     guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
     interventions = 0
     for index in range(s.max_tokens):
-        if gen.cancelled:
-            gen.stop_reason = StopReason.CANCELLED
+        if gen.halted(base):
             return
         t0 = time.perf_counter()
-        if not gen.room_left(base):
-            gen.stop_reason = StopReason.CONTEXT_FULL
-            return
         base_sync.update(gen.output.y)
         t1 = time.perf_counter()
         p_base = blend.softmax(base.logits())
         b = float(p_base.max())
         capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
         if b >= s.gamma or capped:
-            token = gen.sample(p_base, gen.rng)
-            if token in base.eog_ids():
-                gen.stop_reason = StopReason.EOS
-                text = gen.output.finish()
-            else:
-                text = gen.push(base_pieces[token], index)
-            yield Step(index=index, token=token, piece=base_pieces[token], text=text,
-                       provenance=Provenance.BASE, intervened=False, b=b,
-                       p_base_token=float(p_base[token]), t_base=t1 - t0,
-                       t_blend=time.perf_counter() - t1)
+            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=t1 - t0)
             continue
         interventions += 1
         t2 = time.perf_counter()
