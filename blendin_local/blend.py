@@ -47,9 +47,10 @@ def blend(p_base: FloatArray, q_guide: FloatArray, alpha: float) -> NDArray[np.f
     """``alpha * q_guide + (1 - alpha) * p_base``, renormalised."""
     p = np.multiply(q_guide, np.float32(alpha), dtype=np.float32)
     p += np.float32(1.0 - alpha) * p_base
-    total = p.sum()
-    if total > 0:
-        p /= total
+    total = float(p.sum())
+    # A mix of two distributions already sums to 1; rescale only when the guide had no mass left.
+    if total > 0 and abs(total - 1.0) > 1e-4:
+        p *= np.float32(1.0 / total)
     return p
 
 

@@ -130,8 +130,8 @@ class Decider:
             top_g = blend.top_k_ids(q_guide, 100)
         else:
             top_g = sub[blend.top_k_ids(q_guide[sub], 100)]
-        o10 = np.intersect1d(top_b[:10], top_g[:10]).size / 10.0
-        o100 = np.intersect1d(top_b, top_g).size / 100.0
+        o10 = np.intersect1d(top_b[:10], top_g[:10], assume_unique=True).size / 10.0
+        o100 = np.intersect1d(top_b, top_g, assume_unique=True).size / 100.0
         return float(o10), float(o100)
 
 
