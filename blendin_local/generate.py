@@ -46,18 +46,15 @@ class Generation:
 
     def _stops(self) -> tuple[str, ...]:
         stops = tuple(self.settings.stop) + tuple(self.conv.extra_stops)
-        driver = self.pair.guide if self.settings.method == "guide" else self.pair.base
+        role = "guide" if self.settings.method == "guide" else "base"
+        driver = self.pair.guide if role == "guide" else self.pair.base
         if driver is not None and self.conv.chat:
-            if not prompt_for(driver, self.conv, role="base").templated:
+            if not prompt_for(driver, self.conv, role=role).templated:
                 stops += (self.conv.plain.next_turn_stop,)
         return stops
 
     def cancel(self) -> None:
         self._cancelled = True
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
 
     def push(self, piece: bytes, index: int) -> str:
         """Add a token's bytes to the answer; returns the text to show for this step, noting a
