@@ -20,6 +20,7 @@ from .prompts import Conversation
 from .sampling import make_sampler
 from .settings import GenerationSettings
 from .steps import Provenance, Result, Step, StopReason, Tally
+from .sync import TextSync
 
 
 class Generation:
@@ -37,6 +38,7 @@ class Generation:
         self.stop_reason: StopReason | None = None
         self.prompt_tokens = 0
         self.prefill_s = 0.0
+        self.syncs: list[TextSync] = []  # their first catch-up (the guide's prompt) is prefill
         self._cancelled = False
         self._started: float | None = None
         self._ended: float | None = None
@@ -107,7 +109,7 @@ class Generation:
             stop=self.stop_reason,
             prompt_tokens=self.prompt_tokens,
             seconds=seconds,
-            prefill_s=self.prefill_s,
+            prefill_s=self.prefill_s + sum(sync.prefill_s for sync in self.syncs),
             events=self.settings.method == "nudging",
         )
 
@@ -155,6 +157,7 @@ class Generation:
         t0 = time.perf_counter()
         self.prefill(base, "base")
         decider = Decider(self.pair, self.settings, self.conv)
+        self.syncs += [x for x in (decider.guide_sync, decider.anti_sync) if x is not None]
         pieces = base.pieces()
         controls = base.control_ids()
         t_base = time.perf_counter() - t0

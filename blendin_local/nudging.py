@@ -59,6 +59,7 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
     gen.prefill(base, "base")
     base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
     guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
+    gen.syncs += [base_sync, guide_sync]
     base_pieces, guide_pieces = base.pieces(), guide.pieces()
     index = 0
     while index < s.max_tokens:

@@ -8,6 +8,8 @@ KV cache and evaluate the new suffix in one batch.
 
 from __future__ import annotations
 
+import time
+
 from .engine import Engine, set_tokens
 
 _WHITESPACE = frozenset(b" \n\t\r")
@@ -44,6 +46,7 @@ class TextSync:
         self._controls = engine.control_ids()
         self.incremental = self._pieces_reproduce_text()
         self.evaluated = 0
+        self.prefill_s = 0.0
 
     def _pieces_reproduce_text(self) -> bool:
         # Tokenizers that add a dummy space prefix (Llama-2 SentencePiece) cannot restart mid-text.
@@ -73,7 +76,17 @@ class TextSync:
         return ids
 
     def update(self, y: bytes) -> int:
-        """Bring the engine up to ``prefix + y``; returns how many tokens were evaluated."""
+        """Bring the engine up to ``prefix + y``; returns how many tokens were evaluated.
+
+        The first call evaluates the prefix on its own first, timed as ``prefill_s`` (prompt
+        processing, like the base's), then catches up with ``y``.
+        """
+        if not self.ids:
+            t0 = time.perf_counter()
+            self.evaluated += set_tokens(
+                self.engine, self.engine.tokenize(self.prefix, add_bos=self.add_bos)
+            )
+            self.prefill_s = time.perf_counter() - t0
         n = set_tokens(self.engine, self.canonical(y))
         self.evaluated += n
         return n

@@ -74,6 +74,7 @@ def top100_steps(gen: Generation) -> Iterator[Step]:
     gen.prefill(base, "base")
     base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
     guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
+    gen.syncs += [base_sync, guide_sync]
     base_pieces = base.pieces()
     base_strings = decoded_strings(base_pieces, base.control_ids())
     guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
