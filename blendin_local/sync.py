@@ -81,13 +81,12 @@ class TextSync:
         The first call evaluates the prefix on its own first, timed as ``prefill_s`` (prompt
         processing, like the base's), then catches up with ``y``.
         """
+        n = 0
         if not self.ids:
             t0 = time.perf_counter()
-            self.evaluated += set_tokens(
-                self.engine, self.engine.tokenize(self.prefix, add_bos=self.add_bos)
-            )
+            n = set_tokens(self.engine, self.engine.tokenize(self.prefix, add_bos=self.add_bos))
             self.prefill_s = time.perf_counter() - t0
-        n = set_tokens(self.engine, self.canonical(y))
+        n += set_tokens(self.engine, self.canonical(y))
         self.evaluated += n
         return n
 
