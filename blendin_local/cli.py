@@ -67,7 +67,8 @@ def read_prompt(prompt: str) -> str:
 def summary_line(r: Result) -> str:
     rate = f"{100 * r.intervention_rate:.0f}%"
     alpha = f"{r.mean_alpha:.2f}" if r.mean_alpha is not None else "-"
-    what = "guide calls" if r.interventions_are_events else "interventions"
+    what = "guide call" if r.interventions_are_events else "intervention"
+    what += "" if r.interventions == 1 else "s"
     return (
         f"[{r.method}] {r.tokens} tokens, {r.interventions} {what} ({rate}), "
         f"guide changed {r.guide_changed}, mean α {alpha}, {r.tokens_per_s:.1f} tok/s, "
