@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import blend
-from .pair import prompt_for
 from .settings import NUDGE_TOKENS
 from .steps import Provenance, Step, StopReason
-from .sync import TextSync
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -55,11 +53,7 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
     base, guide = gen.pair.base, gen.pair.guide
     assert base is not None and guide is not None
     s = gen.settings
-    bp, gp = prompt_for(base, gen.conv, role="base"), prompt_for(guide, gen.conv, role="guide")
-    gen.prefill(base, "base")
-    base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
-    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
-    gen.syncs += [base_sync, guide_sync]
+    base_sync, guide_sync = gen.text_syncs()
     base_pieces, guide_pieces = base.pieces(), guide.pieces()
     index = 0
     while index < s.max_tokens:

@@ -16,7 +16,6 @@ import numpy as np
 from . import blend
 from .settings import CAP_WARMUP
 from .steps import Provenance, Step, StopReason
-from .sync import TextSync
 
 if TYPE_CHECKING:
     from .generate import Generation
@@ -68,13 +67,7 @@ def top100_steps(gen: Generation) -> Iterator[Step]:
     base, guide = gen.pair.base, gen.pair.guide
     assert base is not None and guide is not None
     s = gen.settings
-    from .pair import prompt_for
-
-    bp, gp = prompt_for(base, gen.conv, role="base"), prompt_for(guide, gen.conv, role="guide")
-    gen.prefill(base, "base")
-    base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
-    guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
-    gen.syncs += [base_sync, guide_sync]
+    base_sync, guide_sync = gen.text_syncs()
     base_pieces = base.pieces()
     base_strings = decoded_strings(base_pieces, base.control_ids())
     guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
