@@ -102,7 +102,12 @@ def _above_sampled_threshold(p: FloatArray, k: int) -> NDArray[np.intp]:
     if n < 4096 or k * _STRIDE > n:
         return np.arange(n)
     sample = p[::_STRIDE]
-    rank = min(sample.size, 2 * (k // _STRIDE) + 2)
+    # A projected guide distribution is zero almost everywhere, and introselect crawls over
+    # long runs of equal values: pick the threshold among the positive entries only.
+    sample = sample[sample > 0]
+    rank = 2 * (k // _STRIDE) + 2
+    if sample.size < rank:
+        return np.arange(n)
     t = np.partition(sample, sample.size - rank)[sample.size - rank]
     ids = np.flatnonzero(p >= t)
     return ids if ids.size >= k else np.arange(n)

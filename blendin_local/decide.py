@@ -66,9 +66,6 @@ class Decider:
             assert proj is not None
             self.projection = proj if settings.guide_can_stop else proj.without_end()
             self._start_projection = self.projection.at_answer_start()
-            # base ids either map can reach: the guide's top-k is ranked among these only
-            both = np.concatenate([self.projection.target, self._start_projection.target])
-            self._support = np.unique(both[both >= 0])
             self._approx = self.projection.approx_mask
         if self.method == "proxy" and pair.anti is not None:
             ap = prompt_for(pair.anti, conv, role="guide")
@@ -122,14 +119,11 @@ class Decider:
         probs = blend.blend(p_base, q_guide, alpha)
         return Decision(probs, p_base, True, b, g, alpha, q_guide, approx, t_guide)
 
-    def overlaps(self, p_base: F32, q_guide: F32) -> tuple[float, float]:
-        """overlap@10 and @100, ranking the guide only over base ids its projection reaches."""
+    @staticmethod
+    def overlaps(p_base: F32, q_guide: F32) -> tuple[float, float]:
+        """overlap@10 and @100 (one top-100 per model; the top 10 are its first ten)."""
         top_b = blend.top_k_ids(p_base, 100)
-        sub = self._support if self._support.size < q_guide.size else None
-        if sub is None:
-            top_g = blend.top_k_ids(q_guide, 100)
-        else:
-            top_g = sub[blend.top_k_ids(q_guide[sub], 100)]
+        top_g = blend.top_k_ids(q_guide, 100)
         o10 = np.intersect1d(top_b[:10], top_g[:10], assume_unique=True).size / 10.0
         o100 = np.intersect1d(top_b, top_g, assume_unique=True).size / 100.0
         return float(o10), float(o100)

@@ -104,3 +104,17 @@ def test_proxy_combine_is_the_base_when_expert_equals_anti() -> None:
     q2 = q.copy()
     q2[3] *= 10
     assert blend.proxy_combine(p, q2, q)[3] > p[3]
+
+
+def test_top_k_ids_on_a_projected_distribution_that_is_mostly_zero() -> None:
+    rng = np.random.default_rng(5)
+    n, m = 262144, 49152
+    for _ in range(5):
+        target = rng.integers(0, n, m)
+        p_guide = blend.softmax(np.round(rng.standard_normal(m) * 2).astype(np.float32))
+        q, _ = blend.project(p_guide, np.arange(m), target, n)
+        for k in (10, 100):
+            np.testing.assert_array_equal(blend.top_k_ids(q, k), np.lexsort((np.arange(n), -q))[:k])
+    few = np.zeros(n, dtype=np.float32)
+    few[[7, 3, 9]] = [0.5, 0.3, 0.2]  # fewer positive entries than k: zeros fill up by id
+    np.testing.assert_array_equal(blend.top_k_ids(few, 5), [7, 3, 9, 0, 1])
