@@ -80,37 +80,42 @@ def project(
 
 
 def top_k_ids(p: FloatArray, k: int) -> NDArray[np.intp]:
-    """Ids of the ``k`` largest entries, sorted by decreasing probability (ties by lower id)."""
-    n = p.shape[0]
-    k = min(k, n)
-    ids = _above_sampled_threshold(p, k)
-    if ids.size > k:
-        kth = np.partition(p[ids], ids.size - k)[ids.size - k]
-        ids = ids[p[ids] >= kth]  # every id tied with the k-th value, so ties break by id
-    order = np.lexsort((ids, -p[ids]))
-    return ids[order[:k]]
+    """Ids of the ``k`` largest entries of a distribution (``p >= 0``), sorted by decreasing
+    probability, ties broken by lower id."""
+    k = min(k, p.shape[0])
+    ids = _candidates(p, k)  # ascending ids that hold the top k, every tie at the k-th value too
+    vals = p[ids]
+    kth = np.partition(vals, ids.size - k)[ids.size - k]
+    above = ids[vals > kth]
+    above = above[np.lexsort((above, -p[above]))]
+    tied = ids[vals == kth][: k - above.size]  # the lowest ids among the ties
+    return np.concatenate([above, tied])
 
 
 _STRIDE = 64
 
 
-def _above_sampled_threshold(p: FloatArray, k: int) -> NDArray[np.intp]:
-    """Ids with ``p >= t`` for a threshold ``t`` read off a strided sample, when at least ``k`` of
-    them qualify (then they hold the top k exactly); else all ids. A full ``argpartition`` over
-    262 144 entries costs milliseconds, this a few tens of microseconds."""
+def _candidates(p: FloatArray, k: int) -> NDArray[np.intp]:
+    """A small superset of the top ``k``: the ids with ``p >= t`` for a threshold ``t`` read off a
+    strided sample. A full ``argpartition`` over 262 144 entries costs milliseconds, this tens of
+    microseconds. Peaked float32 distributions underflow to exact zeros, so the threshold is taken
+    among positive entries, and with fewer than ``k`` of those the lowest-id zeros fill up."""
     n = p.shape[0]
     if n < 4096 or k * _STRIDE > n:
         return np.arange(n)
     sample = p[::_STRIDE]
-    # A projected guide distribution is zero almost everywhere, and introselect crawls over
-    # long runs of equal values: pick the threshold among the positive entries only.
-    sample = sample[sample > 0]
+    sample = sample[sample > 0]  # introselect also crawls over long runs of equal values
     rank = 2 * (k // _STRIDE) + 2
-    if sample.size < rank:
-        return np.arange(n)
-    t = np.partition(sample, sample.size - rank)[sample.size - rank]
-    ids = np.flatnonzero(p >= t)
-    return ids if ids.size >= k else np.arange(n)
+    if sample.size >= rank:
+        t = np.partition(sample, sample.size - rank)[sample.size - rank]
+        ids = np.flatnonzero(p >= t)
+        if ids.size >= k:
+            return ids
+    positive = np.flatnonzero(p > 0)
+    if positive.size >= k:
+        return positive
+    zeros = np.flatnonzero(p == 0)[: k - positive.size]
+    return np.sort(np.concatenate([positive, zeros]))
 
 
 def overlap_at_k(p_base: FloatArray, q_guide: FloatArray, k: int) -> float:

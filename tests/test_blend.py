@@ -118,3 +118,12 @@ def test_top_k_ids_on_a_projected_distribution_that_is_mostly_zero() -> None:
     few = np.zeros(n, dtype=np.float32)
     few[[7, 3, 9]] = [0.5, 0.3, 0.2]  # fewer positive entries than k: zeros fill up by id
     np.testing.assert_array_equal(blend.top_k_ids(few, 5), [7, 3, 9, 0, 1])
+
+
+def test_top_k_ids_on_a_distribution_with_fewer_positive_entries_than_k() -> None:
+    p = np.zeros(262144, dtype=np.float32)
+    p[[70000, 5, 200000]] = [0.5, 0.3, 0.2]
+    np.testing.assert_array_equal(blend.top_k_ids(p, 6), [70000, 5, 200000, 0, 1, 2])
+    p = np.zeros(262144, dtype=np.float32)
+    p[np.arange(100, 262144, 1000)] = 1.0  # 263 equal positive entries
+    np.testing.assert_array_equal(blend.top_k_ids(p, 100), np.arange(100, 100100, 1000))
