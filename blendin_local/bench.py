@@ -74,40 +74,40 @@ def numpy_step_us(n_base: int, n_guide: int, repeats: int = 200) -> dict[str, fl
     return {"step_us": 1e6 * statistics.median(core), "overlap_us": 1e6 * statistics.median(diag)}
 
 
-def _measure(pair: ModelPair, method: str, gamma: float, max_tokens: int, run: Run) -> None:
-    for prompt in PROMPTS:
-        conv = Conversation.single(prompt, chat=False)
-        gen = generate(pair, conv, GenerationSettings(method=method, gamma=gamma,
-                                                      max_tokens=max_tokens))
-        r = gen.run()
-        # Decode time covers tokens - 1 evaluations (the last token is never evaluated), as in
-        # the reference measurement from its first streamed token to its last.
-        run.tokens += max(0, r.tokens - 1)
-        run.generated += r.tokens
-        run.seconds += r.seconds - r.prefill_s
-        run.interventions += r.interventions
+def _measure(pair: ModelPair, prompt: str, method: str, gamma: float, max_tokens: int,
+             run: Run) -> None:
+    conv = Conversation.single(prompt, chat=False)
+    r = generate(pair, conv, GenerationSettings(method=method, gamma=gamma,
+                                                max_tokens=max_tokens)).run()
+    # Decode time covers tokens - 1 evaluations (the last token is never evaluated), as in the
+    # reference measurement from its first streamed token to its last.
+    run.tokens += max(0, r.tokens - 1)
+    run.generated += r.tokens
+    run.seconds += r.seconds - r.prefill_s
+    run.interventions += r.interventions
 
 
-def _measure_reference(pair: ModelPair, max_tokens: int, run: Run) -> None:
+def _measure_reference(pair: ModelPair, prompt: str, max_tokens: int, run: Run) -> None:
     """llama-cpp-python's own greedy loop; its first streamed token stands in for our prefill."""
     base = pair.base
     assert base is not None
-    for prompt in PROMPTS:
-        ids, seconds = base.reference_completion(prompt.encode(), max_tokens)  # type: ignore[attr-defined]
-        run.tokens += len(ids)
-        run.generated += len(ids) + 1
-        run.seconds += seconds
+    ids, seconds = base.reference_completion(prompt.encode(), max_tokens)  # type: ignore[attr-defined]
+    run.tokens += len(ids)
+    run.generated += len(ids) + 1
+    run.seconds += seconds
 
 
 def run_bench(pair: ModelPair, *, max_tokens: int, rounds: int) -> dict[str, Any]:
-    """Round-robin over the runs ``rounds`` times (so drift hits all alike) and sum."""
+    """Every run on every prompt in turn, ``rounds`` times, so that the machine's drift hits all
+    runs alike; the runs' times are summed."""
     runs = {k: Run(k) for k in ("llama-cpp-python", "base", "blendin", "always", "guide")}
     for _ in range(rounds):
-        _measure_reference(pair, max_tokens, runs["llama-cpp-python"])
-        _measure(pair, "base", 0.0, max_tokens, runs["base"])
-        _measure(pair, "blendin", 0.4, max_tokens, runs["blendin"])
-        _measure(pair, "blendin", 2.0, max_tokens, runs["always"])
-        _measure(pair, "guide", 0.0, max_tokens, runs["guide"])
+        for prompt in PROMPTS:
+            _measure_reference(pair, prompt, max_tokens, runs["llama-cpp-python"])
+            _measure(pair, prompt, "base", 0.0, max_tokens, runs["base"])
+            _measure(pair, prompt, "blendin", 0.4, max_tokens, runs["blendin"])
+            _measure(pair, prompt, "blendin", 2.0, max_tokens, runs["always"])
+            _measure(pair, prompt, "guide", 0.0, max_tokens, runs["guide"])
     t_b, t_g = runs["base"].per_token, runs["guide"].per_token
     bl, al = runs["blendin"], runs["always"]
     predicted = bl.tokens * t_b + bl.rate * bl.tokens * t_g
@@ -162,7 +162,7 @@ def print_report(report: dict[str, Any]) -> None:
 @click.command("bench")
 @model_options
 @click.option("--max-tokens", type=click.IntRange(min=8), default=64, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench_command(max_tokens: int, rounds: int, as_json: bool, **opts: Any) -> None:
     """Speed and memory of every method against spec §8's targets, measured in one run."""

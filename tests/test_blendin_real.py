@@ -96,3 +96,17 @@ def test_proxy_with_the_guide_as_its_own_anti_expert_writes_the_base_answer(real
         assert proxy_gen.result.interventions == len(proxy)  # proxy runs the guides every step
     finally:
         anti.close()
+
+
+def test_bench_reports_every_ratio_with_its_target() -> None:
+    """The benchmark runs end to end; its speed targets are read by people, not asserted here."""
+    proc = subprocess.run([*CLI, "bench", "--max-tokens", "8", "--rounds", "1", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["runs"]) == {"llama-cpp-python", "base", "blendin", "always", "guide"}
+    assert all(r["tokens"] > 0 for r in report["runs"].values())
+    assert report["runs"]["always"]["intervention_rate"] == 1.0
+    assert [r["target"] for r in report["ratios"]] == ["<= 1.1", "<= 1.05", ">= 0.95", "<= 1.0",
+                                                      "<= 1.5"]
+    assert all(r["value"] > 0 for r in report["ratios"])
