@@ -31,18 +31,36 @@ def tiny_engine(tiny_gguf: Path):  # -> LlamaEngine
 
 
 @pytest.fixture(scope="session")
-def real_pair() -> ModelPair:
-    """The real default pair (Gemma-3-270M base, SmolLM2-135M-Instruct guide), loaded once.
-
-    Tests share it: each one must put the KV caches in the state it needs (``rollback(0)``...).
-    """
-    from blendin_local.models import load_catalog, load_pair
+def default_models() -> dict[str, Path]:
+    """Paths of the fetched default pair by catalog name. `make test` fetches them first, so a
+    missing file fails under CI; a bare local pytest run skips instead."""
+    from blendin_local.models import load_catalog
 
     entries, default = load_catalog()
     missing = [n for n in default.values() if not entries[n].fetched]
     if missing:
         message = f"models not fetched ({', '.join(missing)}): run `make models`"
-        if os.environ.get("CI"):  # `make test` fetches them first: missing here is a failure
+        if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    return {n: entries[n].path for n in default.values()}
+
+
+@pytest.fixture
+def gemma_head(default_models: dict[str, Path], tmp_path: Path) -> Path:
+    """The first megabyte of the real Gemma GGUF: a truncated file with a valid header start."""
+    path = tmp_path / "gemma-head.gguf"
+    with default_models["gemma3-270m"].open("rb") as f:
+        path.write_bytes(f.read(1 << 20))
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_pair(default_models: dict[str, Path]) -> ModelPair:
+    """The real default pair (Gemma-3-270M base, SmolLM2-135M-Instruct guide), loaded once.
+
+    Tests share it: each one must put the KV caches in the state it needs (``rollback(0)``...).
+    """
+    from blendin_local.models import load_pair
+
     return load_pair("gemma3-270m", "smollm2-135m-instruct", n_ctx=REAL_N_CTX)

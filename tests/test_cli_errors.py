@@ -77,13 +77,8 @@ def test_truncated_model_file(bad_files):
 
 
 @pytest.mark.integration
-def test_truncated_real_model_file(tmp_path):
-    src = Path(__file__).resolve().parents[1] / "models" / "gemma-3-270m-q4_k_m.gguf"
-    if not src.exists():
-        pytest.skip("gemma3-270m not fetched")
-    path = tmp_path / "gemma-head.gguf"
-    with src.open("rb") as f:
-        path.write_bytes(f.read(1 << 20))
+def test_truncated_real_model_file(gemma_head):
+    path = gemma_head
     assert_one_line_error(run_cli("generate", "--base", str(path), "hi"), "truncated", path=path)
 
 

@@ -85,11 +85,9 @@ def test_resolve_existing_path(tiny_gguf, monkeypatch):
 
 # --- fetch ---------------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_fetch_is_a_no_op_when_the_file_is_present_and_verified(monkeypatch):
-    entries, default = models.load_catalog()
-    chosen = [entries[name] for name in default.values()]
-    if not all(e.fetched for e in chosen):
-        pytest.skip("models not fetched: run `make models`")
+def test_fetch_is_a_no_op_when_the_file_is_present_and_verified(monkeypatch, default_models):
+    entries, _ = models.load_catalog()
+    chosen = [entries[name] for name in default_models]
 
     def forbidden(*args, **kwargs):
         raise AssertionError("fetch() must not install or copy anything for a verified file")
@@ -155,14 +153,8 @@ def test_check_gguf_rejects_a_truncated_file(tiny_gguf, tmp_path, cut):
 
 
 @pytest.mark.integration
-def test_check_gguf_rejects_the_first_megabyte_of_a_real_model(tmp_path):
-    src = models.load_catalog()[0]["gemma3-270m"].path
-    if not src.exists():
-        pytest.skip("gemma3-270m not fetched")
-    with src.open("rb") as f:
-        head = f.read(1 << 20)
-    path = tmp_path / "gemma-head.gguf"
-    path.write_bytes(head)
+def test_check_gguf_rejects_the_first_megabyte_of_a_real_model(gemma_head):
+    path = gemma_head
     with pytest.raises(ModelFileError) as info:
         check_gguf(path)
     assert "truncated" in message(info, path)
@@ -198,14 +190,8 @@ def test_engine_on_a_truncated_file_raises_model_file_error(tiny_gguf, tmp_path,
 
 
 @pytest.mark.integration
-def test_engine_on_the_first_megabyte_of_a_real_model(tmp_path):
-    src = models.load_catalog()[0]["gemma3-270m"].path
-    if not src.exists():
-        pytest.skip("gemma3-270m not fetched")
-    with src.open("rb") as f:
-        head = f.read(1 << 20)
-    path = tmp_path / "gemma-head.gguf"
-    path.write_bytes(head)
+def test_engine_on_the_first_megabyte_of_a_real_model(gemma_head):
+    path = gemma_head
     proc = load_in_subprocess(path)
     assert proc.returncode == 3, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert str(path) in proc.stdout
