@@ -111,11 +111,7 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def len_ok(interventions: int) -> bool:
-    """Enough intervention steps for a mean overlap to say something."""
-    return interventions >= MIN_INTERVENTIONS_FOR_WARNING
-
-
+# Fewer intervention steps than this: a mean overlap says nothing yet.
 MIN_INTERVENTIONS_FOR_WARNING = 5
 # Mean overlap@10 below this at intervention steps: the paper's sign of an unreliable guide.
 LOW_OVERLAP = 0.3
@@ -161,7 +157,7 @@ class Result:
         out = []
         if (
             self.mean_overlap10 is not None
-            and len_ok(self.interventions)
+            and self.interventions >= MIN_INTERVENTIONS_FOR_WARNING
             and self.mean_overlap10 < LOW_OVERLAP
         ):
             out.append(
