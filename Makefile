@@ -7,8 +7,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 LLAMA_VERSION := 0.3.36
 VARIANT := $(if $(filter 1,$(CUDA)),cuda,cpu)
-WHEEL_CACHE ?= $(HOME)/.cache/blendin-local/wheels/$(VARIANT)-$(LLAMA_VERSION)
-KEY := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)-$(VARIANT)
+# AMX kernels in llama.cpp segfault on Sapphire Rapids-class CPUs (llama.cpp #20824): compile them out
+# while keeping -march=native (explicit -mno-* flags win over -march in GCC and Clang). "noamx" in the
+# cache key means a wheel built before this fix is never reused.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'$(if $(filter 1,$(CUDA)), -DGGML_CUDA=on $(if $(CUDA_ARCH),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH),),)
+# -march=native code crashes (SIGILL) on a CPU lacking the build machine's features: the cache is also
+# keyed by this CPU's feature flags, so a shared home directory never hands a wheel to another CPU.
+CPU_KEY := $(shell (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-8)
+WHEEL_CACHE ?= $(HOME)/.cache/blendin-local/wheels/$(VARIANT)-noamx-$(CPU_KEY)-$(LLAMA_VERSION)
+# The wheel-cache folder name is part of the key: a venv holding a wheel built with other flags is rebuilt.
+KEY := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)-$(notdir $(WHEEL_CACHE))
 STAMP := $(VENV)/.installed-$(KEY)
 PYTEST_ARGS ?=
 
@@ -18,7 +27,7 @@ help:
 	@echo "make run    install, fetch the default model pair, run a demo generation"
 	@echo "make test   install, fetch models, run the whole test suite"
 	@echo "make lint   ruff + mypy;  make bench   speed/memory benchmark"
-	@echo "CUDA=1      build llama-cpp-python with -DGGML_CUDA=on"
+	@echo "CUDA=1      build llama-cpp-python with -DGGML_CUDA=on (CUDA_ARCH=90 builds for one GPU architecture)"
 
 install: $(STAMP)
 
@@ -29,7 +38,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@if ! ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) ($(VARIANT)); the first build takes ~7 minutes"; \
 	  mkdir -p $(WHEEL_CACHE); \
-	  CMAKE_ARGS="$(if $(filter 1,$(CUDA)),-DGGML_CUDA=on,)" \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 	    $(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_VERSION); \
 	fi
 	$(BIN)/python -m pip install --quiet --find-links $(WHEEL_CACHE) --only-binary llama-cpp-python -r requirements.lock
