@@ -33,6 +33,7 @@ class LazyGroup(click.Group):
         "diagnose": ("blendin_local.evaluation.commands", "diagnose_command"),
         "replay": ("blendin_local.replay_cli", "replay_command"),
         "bench": ("blendin_local.bench", "bench_command"),
+        "doctor": ("blendin_local.doctor", "doctor_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -49,12 +50,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="blendin-local")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log what the library decides (to stderr).")
+def cli(verbose: bool) -> None:
     """BlendIn inference-time alignment on two local GGUF models.
 
     A strong unaligned base writes; when it is unsure (top-1 < gamma) a small aligned guide's
-    distribution is blended in. Start with `blendin-local generate "Your question"`.
+    distribution is blended in. Start with `blendin-local generate "Your question"`;
+    `blendin-local doctor` checks this machine.
     """
+    if verbose:
+        import logging
+
+        logging.basicConfig(format="[%(name)s] %(message)s")
+        logging.getLogger("blendin_local").setLevel(logging.INFO)
 
 
 def read_prompt(prompt: str) -> str:

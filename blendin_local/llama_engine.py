@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -19,6 +21,9 @@ from numpy.typing import NDArray
 
 from .errors import ContextOverflowError, ModelFileError
 from .gguf_check import check_gguf
+
+log = logging.getLogger(__name__)
+EXTRA_BUFFERS_ENV = "BLENDIN_EXTRA_BUFFERS"  # "0" off, "1" on, unset: off only where AMX is built in
 
 
 @contextlib.contextmanager
@@ -43,6 +48,88 @@ def gpu_offload_supported() -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+@cache
+def system_info() -> str:
+    """llama.cpp's feature line, e.g. ``CPU : SSE3 = 1 | AVX2 = 1 | ... | AMX_INT8 = 1 |``."""
+    import llama_cpp
+
+    return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", errors="replace")
+
+
+def build_features(info: str) -> dict[str, bool]:
+    """``FEATURE = 0/1`` pairs of a system-info line (the CPU features the build was compiled for)."""
+    return {name: value == "1" for name, value in re.findall(r"([A-Z][A-Z0-9_]*)\s*=\s*(\d+)", info)}
+
+
+def extra_buffers_allowed(info: str, override: str | None = None) -> bool:
+    """Whether to load weights with llama.cpp's extra (repacking) buffer types.
+
+    A build with AMX kernels (``AMX_INT8 = 1``) crashes in ``ggml_backend_amx_mul_mat`` on Sapphire
+    Rapids-class CPUs (llama.cpp #20824); without the extra buffer types those kernels are never
+    used. ``override`` is the ``$BLENDIN_EXTRA_BUFFERS`` value: "0" forces them off, "1" on.
+    """
+    if override in ("0", "1"):
+        return override == "1"
+    return not build_features(info).get("AMX_INT8", False)
+
+
+@cache
+def use_extra_buffers() -> bool:
+    """The runtime AMX guard, decided once per process (and logged once, for --verbose)."""
+    allowed = extra_buffers_allowed(system_info(), os.environ.get(EXTRA_BUFFERS_ENV))
+    if not allowed:
+        why = (f"${EXTRA_BUFFERS_ENV}=0" if os.environ.get(EXTRA_BUFFERS_ENV) == "0"
+               else "this llama.cpp build has AMX kernels (AMX_INT8 = 1), which crash on some CPUs")
+        log.info("loading models without llama.cpp's extra buffer types: %s", why)
+    return allowed
+
+
+@contextlib.contextmanager
+def _model_params(**fields: object) -> Iterator[None]:
+    """Set llama.cpp model-parameter fields that ``Llama.__init__`` has no argument for: it starts
+    from ``llama_model_default_params()``, so that function is wrapped while a model loads."""
+    import llama_cpp.llama_cpp as lib
+
+    if not fields:
+        yield
+        return
+    original = lib.llama_model_default_params
+
+    def patched() -> object:
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    lib.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
+
+
+def backend_devices() -> list[str]:
+    """The ggml compute devices of this build, e.g. ``["CUDA0: NVIDIA H100 (79.2 GiB)", "CPU: …"]``."""
+    from llama_cpp._ggml import libggml as lib
+
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+        fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_char_p
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_size_t)] * 2
+    devices = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        name = (lib.ggml_backend_dev_name(dev) or b"?").decode(errors="replace")
+        desc = (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace")
+        memory = f" ({total.value / 2**30:.1f} GiB)" if total.value else ""
+        devices.append(f"{name}: {desc}{memory}")
+    return devices
 
 
 def read_metadata(path: Path) -> dict[str, object]:
@@ -84,14 +171,20 @@ class LlamaEngine:
         n_threads: int | None = None,
         seed: int = 0,
         n_batch: int = 512,
+        extra_buffers: bool | None = None,
     ) -> None:
+        """``extra_buffers``: load with llama.cpp's weight-repacking buffer types; None decides
+        with the AMX guard (:func:`use_extra_buffers`)."""
         import llama_cpp
 
         self._lib = llama_cpp
         path = Path(path)
         check_gguf(path)
+        if extra_buffers is None:
+            extra_buffers = use_extra_buffers()
+        params = {} if extra_buffers else {"use_extra_bufts": False}
         try:
-            with _quiet_stderr():
+            with _quiet_stderr(), _model_params(**params):
                 self._llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
