@@ -3,10 +3,11 @@
 # llama-cpp-python wheel (a ~7 minute compile) is kept in a wheel cache outside the checkout.
 PYTHON ?= python3
 CUDA ?= 0
+CUDA_ARCH ?=
 VENV := .venv
 BIN := $(VENV)/bin
 LLAMA_VERSION := 0.3.36
-VARIANT := $(if $(filter 1,$(CUDA)),cuda,cpu)
+VARIANT := $(if $(filter 1,$(CUDA)),cuda$(if $(CUDA_ARCH),-sm$(CUDA_ARCH),),cpu)
 # AMX kernels in llama.cpp segfault on Sapphire Rapids-class CPUs (llama.cpp #20824): compile them out
 # while keeping -march=native (explicit -mno-* flags win over -march in GCC and Clang). "noamx" in the
 # cache key means a wheel built before this fix is never reused.
