@@ -15,7 +15,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -235,7 +235,7 @@ class RemoteModel:
         stop: Sequence[str] = (),
         temperature: float = 0.0,
         seed: int | None = None,
-    ) -> Iterator[Position]:
+    ) -> Generator[Position, None, None]:
         """Generate up to ``max_tokens`` after ``prompt`` in one streaming request, yielding each
         position as it arrives; closing the generator early closes the stream (no more reading)."""
         body: dict[str, Any] = {
