@@ -27,7 +27,8 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 model_options = _stack(
     click.option("--base", "base", default=None, metavar="MODEL",
-                 help="Base model: catalog name or GGUF path [default: the default pair's base]."),
+                 help="Base model: catalog name, GGUF path, or an OpenAI-compatible server as "
+                      "URL#MODEL [default: the default pair's base]."),
     click.option("--guide", "guide", default=None, metavar="MODEL",
                  help="Guide model: catalog name or GGUF path [default: the default pair's guide]."),
     click.option("--anti-expert", "anti", default=None, metavar="MODEL",
@@ -38,6 +39,14 @@ model_options = _stack(
                  help="Layers to offload to the GPU (-1 = all; no effect on a CPU build)."),
     click.option("--threads", type=click.IntRange(min=1), default=None,
                  help="CPU threads [default: llama.cpp's choice]."),
+    click.option("--api-key", envvar="BLENDIN_API_KEY", default=None,
+                 help="Bearer key for a remote model (--base http://HOST:PORT/v1#MODEL) "
+                      "[env: BLENDIN_API_KEY]."),
+    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+                 show_default=True, help="Seconds to wait for a remote model's server."),
+    click.option("--remote-chunk", type=click.IntRange(min=1), default=16, show_default=True,
+                 help="Tokens asked of a remote base per request while it is confident "
+                      "(1 = one request per token, as the reference code)."),
 )
 
 decoding_options = _stack(
@@ -90,4 +99,6 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
         opts.get("anti") if "proxy" in methods else None,
         n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
         seed=opts.get("seed") or 0,
+        remote={"api_key": opts.get("api_key"), "timeout": opts.get("timeout", 60.0),
+                "chunk_tokens": opts.get("remote_chunk", 16)},
     )

@@ -73,7 +73,7 @@ class Generation:
         # Every generation starts from empty caches: reusing a previous prompt's KV would change
         # batch shapes, hence logits in the last bits, hence near-tie tokens (spec §3).
         for engine in (self.pair.base, self.pair.guide, self.pair.anti):
-            if engine is not None:
+            if engine is not None and not getattr(engine, "stateless", False):
                 engine.rollback(0)
         try:
             for step in self._steps():
@@ -111,11 +111,27 @@ class Generation:
             seconds=seconds,
             prefill_s=self.prefill_s + sum(sync.prefill_s for sync in self.syncs),
             events=self.settings.method == "nudging",
+            remote=self._remote_traffic(seconds),
         )
+
+    def _remote_traffic(self, seconds: float) -> dict[str, object] | None:
+        """Requests, bytes and waiting time per remote model, and the client's own ms per token."""
+        remote = {role: getattr(engine, "traffic").to_dict() for role, engine in  # noqa: B009
+                  (("base", self.pair.base), ("guide", self.pair.guide))
+                  if getattr(engine, "stateless", False)}
+        if not remote:
+            return None
+        waited = sum(float(t["seconds"]) for t in remote.values())
+        own = max(seconds - waited - self.tally.t_guide, 0.0)  # t_guide: a local guide's work
+        return {**remote, "client_ms_per_token": round(1000 * own / max(self.tally.tokens, 1), 3)}
 
     # --- step sources ---------------------------------------------------------------------
     def _steps(self) -> Iterator[Step]:
         s = self.settings
+        if getattr(self.pair.base, "stateless", False):
+            from .remote_steps import remote_steps
+
+            return remote_steps(self)
         if s.method == "guide":
             assert self.pair.guide is not None
             return self._solo_steps(self.pair.guide, Provenance.GUIDE, role="guide")

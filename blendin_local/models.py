@@ -155,7 +155,15 @@ def fetch(entry: CatalogEntry, log: Callable[[str], None] = print) -> Path:
     return target
 
 
-def load_engine(spec: str, **engine_kwargs: Any) -> Any:
+def load_engine(spec: str, *, remote: dict[str, Any] | None = None, **engine_kwargs: Any) -> Any:
+    """A local GGUF engine, or for an ``http(s)://…#MODEL`` spec a checked remote model
+    (``remote``: its ``api_key``/``timeout``)."""
+    from .remote import RemoteModel, RemoteSpec
+
+    if RemoteSpec.is_remote(spec):
+        model = RemoteModel(RemoteSpec.parse(spec), **(remote or {}))
+        model.check()
+        return model
     from .llama_engine import LlamaEngine
 
     engine = LlamaEngine(resolve_model(spec), **engine_kwargs)
@@ -173,18 +181,21 @@ def load_pair(
     n_gpu_layers: int = -1,
     n_threads: int | None = None,
     seed: int = 0,
+    remote: dict[str, Any] | None = None,
 ) -> ModelPair:
-    """Load the named models (catalog names or paths) and the guide→base projection (cached)."""
-    kw = dict(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, seed=seed)
+    """Load the named models (catalog names, paths, or remote ``URL#MODEL``) and the guide→base
+    projection (cached; none where a model is remote: its tokens arrive as strings)."""
+    kw: dict[str, Any] = dict(n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, seed=seed,
+                              remote=remote)
     b = load_engine(base, **kw) if base else None
     g = load_engine(guide, **kw) if guide else None
     a = load_engine(anti, **kw) if anti else None
-    for engine in (b, g, a):
-        if engine is not None:  # the vocabulary tables, built once here rather than mid-answer
-            engine.pieces(), engine.control_ids(), engine.eog_ids()
+    local = [e for e in (b, g, a) if e is not None and not getattr(e, "stateless", False)]
+    for engine in local:  # the vocabulary tables, built once here rather than mid-answer
+        engine.pieces(), engine.control_ids(), engine.eog_ids()
     if a is not None and g is not None and a.pieces() != g.pieces():
         raise UsageError(f"--anti-expert {anti} must share the guide's tokenizer ({guide})")
     projection = None
-    if b is not None and g is not None:
+    if b is not None and g is not None and b in local and g in local:
         projection = load_or_build(b, g, cache_dir())
     return ModelPair(base=b, guide=g, anti=a, projection=projection)

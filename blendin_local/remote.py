@@ -75,7 +75,8 @@ class Position:
 
 @dataclass
 class Traffic:
-    """What talking to the server cost: requests, bytes received, seconds spent waiting on it."""
+    """What talking to the server cost: requests, bytes received, seconds spent waiting on it
+    (blocked on the network, not while the caller handles a streamed position)."""
 
     requests: int = 0
     bytes_received: int = 0
@@ -146,8 +147,12 @@ class RemoteModel:
         timeout: float = 60.0,
         retries: int = 3,
         backoff_s: float = 0.5,
+        chunk_tokens: int = 16,
     ) -> None:
+        """``chunk_tokens``: tokens asked per request while the model is confident (1 = the
+        reference's one request per token)."""
         self.spec = spec
+        self.chunk_tokens = chunk_tokens
         self.name = f"{spec.model}@{spec.url}"
         self.timeout = timeout
         self.retries = retries
@@ -241,6 +246,9 @@ class RemoteModel:
         body: dict[str, Any] = {
             "model": self.spec.model, "prompt": prompt, "max_tokens": max_tokens,
             "logprobs": logprobs, "temperature": temperature, "stream": True,
+            # llama.cpp-based servers default to a 1.1 repeat penalty, which moves the chosen token
+            # away from the reported distribution's top: switch it off (vLLM's name and llama.cpp's)
+            "repeat_penalty": 1.0, "repetition_penalty": 1.0,
         }
         if stop:
             body["stop"] = list(stop)
@@ -248,9 +256,16 @@ class RemoteModel:
             body["seed"] = seed
         t0 = time.perf_counter()
         response = self._send("POST", "/completions", body)
+        self.traffic.seconds += time.perf_counter() - t0
         n = 0
         try:
-            for line in response.iter_lines():
+            lines = response.iter_lines()
+            while True:
+                t0 = time.perf_counter()  # only time spent waiting for the server counts
+                line = next(lines, None)
+                self.traffic.seconds += time.perf_counter() - t0
+                if line is None:
+                    return
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
@@ -267,7 +282,6 @@ class RemoteModel:
                               f"tokens: {_reason(exc)}") from None
         finally:
             self.traffic.bytes_received += response.num_bytes_downloaded
-            self.traffic.seconds += time.perf_counter() - t0
             response.close()
 
     def _chunk_positions(self, payload: str) -> list[Position]:

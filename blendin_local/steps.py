@@ -138,6 +138,7 @@ class Result:
     by_provenance: dict[str, int]
     prefill_s: float = 0.0  # prompt processing, excluded from tokens/s
     interventions_are_events: bool = False  # nudging counts guide calls, not tokens
+    remote: dict[str, Any] | None = None  # traffic per remote model (requests, bytes, seconds)
 
     @property
     def intervention_rate(self) -> float:
@@ -170,6 +171,7 @@ class Result:
     def from_tally(
         cls, tally: Tally, *, text: str, method: str, stop: StopReason | None, prompt_tokens: int,
         seconds: float, prefill_s: float = 0.0, events: bool = False,
+        remote: dict[str, Any] | None = None,
     ) -> Result:
         return cls(
             text=text, method=method, stop_reason=stop, tokens=tally.tokens,
@@ -178,7 +180,7 @@ class Result:
             mean_overlap10=_mean(tally.overlaps10), mean_overlap100=_mean(tally.overlaps100),
             seconds=seconds, t_base=tally.t_base, t_guide=tally.t_guide, t_blend=tally.t_blend,
             by_provenance=dict(tally.by_provenance), prefill_s=prefill_s,
-            interventions_are_events=events,
+            interventions_are_events=events, remote=remote,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,4 +207,5 @@ class Result:
                 "blend": round(self.t_blend, 4),
             },
             "warnings": self.warnings,
+            **({"remote": self.remote} if self.remote is not None else {}),
         }

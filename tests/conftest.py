@@ -64,3 +64,12 @@ def real_pair(default_models: dict[str, Path]) -> ModelPair:
     from blendin_local.models import load_pair
 
     return load_pair("gemma3-270m", "smollm2-135m-instruct", n_ctx=REAL_N_CTX)
+
+
+@pytest.fixture(scope="session")
+def gemma_server(default_models: dict[str, Path]):  # -> Iterator[str]
+    """A real llama-cpp-python OpenAI server holding the default base; yields its URL (…/v1)."""
+    from servers import llama_cpp_server
+
+    with llama_cpp_server(default_models["gemma3-270m"], "gemma3-270m") as url:
+        yield url

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 
 from blendin_local.errors import UsageError
 from blendin_local.remote import Position, RemoteError, RemoteModel, RemoteSpec, parse_positions
 
-from servers import completion_chunk, free_port, llama_cpp_server, scripted_server, send_json, send_sse_head
+from servers import completion_chunk, free_port, scripted_server, send_json, send_sse_head
 
 PROMPT = "Question: What is the capital of France?\nAnswer:"
 MODELS = {"GET /v1/models": lambda h, _: send_json(h, 200, {"object": "list", "data": [{"id": "m"}]})}
@@ -69,15 +67,9 @@ def test_positions_are_validated_and_later_duplicates_win():
 
 
 # --- the real server ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def base_server(default_models: dict[str, Path]) -> Iterator[str]:
-    with llama_cpp_server(default_models["gemma3-270m"], "gemma3-270m") as url:
-        yield url
-
-
 @pytest.mark.integration
-def test_real_server_streams_positions_and_counts_traffic(base_server):
-    model = model_at(base_server, "gemma3-270m", timeout=120.0)
+def test_real_server_streams_positions_and_counts_traffic(gemma_server):
+    model = model_at(gemma_server, "gemma3-270m", timeout=120.0)
     model.check()
     positions = list(model.stream(PROMPT, max_tokens=4, logprobs=5))
     assert len(positions) == 4
@@ -89,8 +81,8 @@ def test_real_server_streams_positions_and_counts_traffic(base_server):
 
 
 @pytest.mark.integration
-def test_real_server_closing_the_stream_early_stops_reading(base_server):
-    model = model_at(base_server, "gemma3-270m", timeout=120.0)
+def test_real_server_closing_the_stream_early_stops_reading(gemma_server):
+    model = model_at(gemma_server, "gemma3-270m", timeout=120.0)
     full = list(model.stream(PROMPT, max_tokens=12, logprobs=3))
     full_bytes = model.traffic.bytes_received
     stream = model.stream(PROMPT, max_tokens=12, logprobs=3)
@@ -102,10 +94,10 @@ def test_real_server_closing_the_stream_early_stops_reading(base_server):
 
 
 @pytest.mark.integration
-def test_real_server_one_chunk_equals_one_request_per_token(base_server):
+def test_real_server_one_chunk_equals_one_request_per_token(gemma_server):
     """Greedy text from one streamed request equals the paper's loop: one one-token request per
     step, the text so far re-sent each time."""
-    model = model_at(base_server, "gemma3-270m", timeout=120.0)
+    model = model_at(gemma_server, "gemma3-270m", timeout=120.0)
     chunk = [p.text for p in model.stream(PROMPT, max_tokens=8, logprobs=3)]
     text, stepwise = PROMPT, []
     for _ in range(8):

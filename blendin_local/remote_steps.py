@@ -1,0 +1,140 @@
+"""Decoding with a remote base (and a local or remote guide): the paper's top-100 string blend, with
+one base request per confident run of tokens instead of one per token (spec §3, §10).
+
+While the base is confident its streamed chunk is accepted token by token; at the first position whose
+top-1 probability is below γ the stream is closed, the guide is asked about that same position, the
+two top-k string distributions are blended, and the next base request starts after the chosen string.
+The base's distribution at that position is the one already streamed: no extra request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import blend
+from .errors import UsageError
+from .pair import prompt_for
+from .remote import Position, RemoteModel
+from .settings import CAP_WARMUP
+from .steps import Provenance, Step, StopReason
+from .sync import TextSync
+from .top100 import TOP, blend_strings, decoded_strings, string_distribution, top_string
+
+if TYPE_CHECKING:
+    from .generate import Generation
+
+REMOTE_METHODS = ("base", "blendin", "ensemble")
+
+
+def is_remote(engine: object) -> bool:
+    return isinstance(engine, RemoteModel)
+
+
+def check_remote_pair(gen: Generation) -> None:
+    """One clear error when the method cannot run on these engines."""
+    s, base = gen.settings, gen.pair.base
+    where = base.spec.url if isinstance(base, RemoteModel) else "a remote server"
+    if s.method not in REMOTE_METHODS:
+        raise UsageError(f"method {s.method!r} does not run on a remote base yet "
+                         f"(remote bases run: {', '.join(REMOTE_METHODS)})")
+    if s.method != "base" and s.support != "top100":
+        raise UsageError(f"method {s.method} --support full needs full distributions; the base at "
+                         f"{where} gives top-{TOP} logprobs: use --support top100")
+    if s.sampling.temperature != 0:
+        raise UsageError("a remote base decodes greedily (the paper's setting): use --temperature 0")
+    if isinstance(gen.pair.guide, RemoteModel):
+        raise UsageError("a remote guide is not supported yet: run the guide locally (a GGUF)")
+
+
+def _position_probs(position: Position) -> dict[str, float]:
+    return {s: float(np.exp(lp)) for s, lp in position.top.items()}
+
+
+def remote_steps(gen: Generation) -> Iterator[Step]:
+    check_remote_pair(gen)
+    base = gen.pair.base
+    assert isinstance(base, RemoteModel)
+    s = gen.settings
+    prompt = prompt_for(base, gen.conv, role="base").text.decode("utf-8", errors="replace")
+    guide_sync = guide_strings = None
+    if s.method != "base":
+        guide = gen.pair.guide
+        assert guide is not None
+        gp = prompt_for(guide, gen.conv, role="guide")
+        guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
+        gen.syncs.append(guide_sync)
+        guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
+    interventions = 0
+    index = 0
+    while index < s.max_tokens:
+        text_so_far = gen.output.y.decode("utf-8", errors="replace")
+        asked = min(base.chunk_tokens, s.max_tokens - index)
+        got = 0
+        unsure: Position | None = None
+        t0 = time.perf_counter()
+        with contextlib.closing(base.stream(prompt + text_so_far, max_tokens=asked, logprobs=TOP)) as chunk:
+            for position in chunk:
+                got += 1
+                t_base = time.perf_counter() - t0
+                capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
+                if guide_sync is not None and position.top1_prob < s.gamma and not capped:
+                    unsure = position
+                    break  # closes the stream: nothing more is read from this request
+                yield _base_step(gen, position, index, t_base)
+                index += 1
+                if gen.stop_reason is not None or index >= s.max_tokens:
+                    return
+                t0 = time.perf_counter()
+        if unsure is None:
+            if got < asked:  # the server ended the text (its EOS) before the chunk was full
+                gen.stop_reason = StopReason.EOS
+                gen.output.finish()
+                return
+            continue
+        assert guide_sync is not None and guide_strings is not None
+        interventions += 1
+        yield _blend_step(gen, unsure, guide_sync, guide_strings, index, time.perf_counter() - t0)
+        index += 1
+        if gen.stop_reason is not None:
+            return
+
+
+def _base_step(gen: Generation, position: Position, index: int, t_base: float) -> Step:
+    piece = position.text.encode()
+    text = gen.push(piece, index)
+    b = position.top1_prob
+    return Step(index=index, token=-1, piece=piece, text=text, provenance=Provenance.BASE,
+                intervened=False, b=b, p_base_token=float(np.exp(position.logprob)), t_base=t_base)
+
+
+def _blend_step(gen: Generation, position: Position, guide_sync: TextSync, guide_strings: list[str],
+                index: int, t_base: float) -> Step:
+    s = gen.settings
+    t1 = time.perf_counter()
+    guide_sync.update(gen.output.y)
+    p_guide = blend.softmax(guide_sync.engine.logits())
+    t2 = time.perf_counter()
+    bd = _position_probs(position)
+    gd = string_distribution(p_guide, guide_strings)
+    b_top, g_top = top_string(bd), top_string(gd)
+    b, g = max(bd.values()), float(p_guide.max())
+    alpha = s.alpha if s.alpha is not None else blend.auto_alpha(b, g, bd.get(g_top, 0.0))
+    mixed = blend_strings(bd, gd, alpha)
+    keys = list(mixed)
+    choice = keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
+    piece = choice.encode()
+    if not piece:  # an empty string (control token or partial byte) ends the answer, as in top100
+        gen.stop_reason = StopReason.EOS if b_top == "" else StopReason.GUIDE_EOS
+        text = gen.output.finish()
+    else:
+        text = gen.push(piece, index)
+    return Step(index=index, token=-1, piece=piece, text=text,
+                provenance=Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE,
+                intervened=True, b=b, g=g, alpha=alpha, p_base_token=bd.get(choice),
+                p_guide_token=gd.get(choice), t_base=t_base, t_guide=t2 - t1,
+                t_blend=time.perf_counter() - t2)
