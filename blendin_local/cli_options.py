@@ -10,6 +10,7 @@ import click
 from .errors import BlendinError
 from .models import default_model, load_pair
 from .pair import ModelPair
+from .params import SEED, TEXT
 from .sampling import SamplingSettings
 from .settings import METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
 
@@ -59,8 +60,8 @@ decoding_options = _stack(
     click.option("--top-k", type=int, default=0, show_default=True, help="0 = off."),
     click.option("--top-p", type=float, default=1.0, show_default=True),
     click.option("--min-p", type=float, default=0.0, show_default=True),
-    click.option("--seed", type=int, default=None, help="Seed for sampling (same seed ⇒ same text)."),
-    click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+    click.option("--seed", type=SEED, default=None, help="Seed for sampling (same seed ⇒ same text)."),
+    click.option("--stop", type=TEXT, multiple=True, help="Stop string (repeatable)."),
 )
 
 
