@@ -33,7 +33,7 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
-def replace_atomically(path: str | Path, write: Callable[[Path], None], option: str) -> None:
+def replace_atomically(path: str | Path, write: Callable[[Path], object], option: str) -> None:
     """Call ``write(temp)`` and rename the temp file over ``path``; on any failure the temp file is
     removed and an existing ``path`` is untouched. An ``OSError`` becomes one :class:`BlendinError`.
     """

@@ -26,7 +26,9 @@ def _read_items(prompt: str | None, continuation: str | None, from_trace: str | 
     if jsonl is not None:
         if prompt is not None:
             raise UsageError("--jsonl holds the prompts: give no PROMPT with it")
-        items = [_jsonl_item(jsonl, n, line) for n, line in _lines(jsonl)]
+        items: list[tuple[str, list[int] | str]] = [
+            _jsonl_item(jsonl, n, line) for n, line in _lines(jsonl)
+        ]
         if not items:
             raise UsageError(f"--jsonl {jsonl} holds no items")
         return items

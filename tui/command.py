@@ -15,6 +15,7 @@ from blendin_local.cli_options import (
 )
 from blendin_local.errors import UsageError
 from blendin_local.models import default_model, resolve_model
+from blendin_local.params import TEXT
 from blendin_local.settings import NEEDS_BASE, NEEDS_GUIDE
 
 from .chat import DEFAULT_SYSTEM
@@ -31,7 +32,8 @@ def methods_to_load(method: str, anti: str | None) -> list[str]:
 @click.command("chat")
 @model_options
 @decoding_options
-@click.option("--system", default=DEFAULT_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--system", type=TEXT, default=DEFAULT_SYSTEM, show_default=True,
+              help="System prompt.")
 @click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[CHAT_ID|PATH]",
               help="Re-open a saved chat (its id or file; alone: the most recent one).")
 @click.option("--light", is_flag=True, help="Start with the light theme.")

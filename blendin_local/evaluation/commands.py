@@ -12,6 +12,7 @@ import click
 from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from ..errors import UsageError
 from ..models import default_model
+from ..params import TEXT
 from ..prompts import REFERENCE_SYSTEM
 from .datasets import TASK_NAMES, BadRow, load_items
 from .records import RecordStore, check_manifest
@@ -72,7 +73,8 @@ def _console(stderr: bool = False) -> Any:
               help="Run directory: records.jsonl (resumable), summary.csv/.md, plots.")
 @click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default="skip",
               show_default=True, help="A malformed data row: report and skip it, or stop.")
-@click.option("--system", default=REFERENCE_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--system", type=TEXT, default=REFERENCE_SYSTEM, show_default=True,
+              help="System prompt.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG figures.")
 @model_options
 @shared_decoding_options

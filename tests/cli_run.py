@@ -1,0 +1,45 @@
+"""Run the real ``blendin-local`` console script in a subprocess, and check its one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+SCRIPT = Path(sys.executable).with_name("blendin-local")
+
+
+def run_cli(*args: str | bytes, stdin: str | bytes | None = "", timeout: float = 180,
+            stdout: int | IO[bytes] = subprocess.PIPE,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``args`` may be bytes (argv that is not UTF-8); output is decoded with U+FFFD for bad bytes."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run([str(SCRIPT), *args], input=data, stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=timeout, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode,
+        (proc.stdout or b"").decode("utf-8", errors="replace"),
+        proc.stderr.decode("utf-8", errors="replace"),
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
+                          path: Path | None = None, stdout_empty: bool = True) -> None:
+    """Non-zero exit, no traceback, one ``error: ...`` line on stderr naming ``path`` (when given)
+    and containing every needle outside the path itself; nothing on stdout unless allowed."""
+    report = f"rc={proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, report
+    assert proc.returncode not in (0, None), report
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, report
+    assert lines[0].startswith("error: "), report
+    message = lines[0]
+    if path is not None:
+        assert str(path) in message, f"the message does not name {path}\n{report}"
+        message = message.replace(str(path), "<path>")
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in the message\n{report}"
+    if stdout_empty:
+        assert proc.stdout == "", report
