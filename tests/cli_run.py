@@ -43,3 +43,27 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
         assert needle in message, f"{needle!r} not in the message\n{report}"
     if stdout_empty:
         assert proc.stdout == "", report
+
+
+def run_main(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    """``blendin-local ARGS`` in this process (so fixtures may monkeypatch model loading), through
+    the same ``main()`` that turns user errors into one line, with stdout and stderr captured."""
+    from click.testing import CliRunner
+
+    from blendin_local.cli import main
+
+    argv = sys.argv
+    with CliRunner().isolation(input=stdin) as (out, err, _):
+        sys.argv = ["blendin-local", *args]
+        try:
+            main()
+            code: int | str | None = 0
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            sys.argv = argv
+        stdout, stderr = out.getvalue(), err.getvalue()
+    rc = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["blendin-local", *args], rc,
+                                       stdout.decode("utf-8", errors="replace"),
+                                       stderr.decode("utf-8", errors="replace"))

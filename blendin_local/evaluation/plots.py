@@ -26,8 +26,9 @@ def _colour(method: str) -> str:
 
 
 def _yerr(rows: Sequence[SummaryRow]) -> list[list[float]]:
-    return [[100 * (r.accuracy - r.ci_low) for r in rows],
-            [100 * (r.ci_high - r.accuracy) for r in rows]]
+    # Clamped: matplotlib refuses a negative error bar (records summarised elsewhere may have one).
+    return [[100 * max(0.0, r.accuracy - r.ci_low) for r in rows],
+            [100 * max(0.0, r.ci_high - r.accuracy) for r in rows]]
 
 
 def accuracy_vs_gamma(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
