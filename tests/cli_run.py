@@ -67,3 +67,15 @@ def run_main(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]
     return subprocess.CompletedProcess(["blendin-local", *args], rc,
                                        stdout.decode("utf-8", errors="replace"),
                                        stderr.decode("utf-8", errors="replace"))
+
+
+def assert_ends_with_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """For a run that did its work (progress, a summary on stderr) and then failed: non-zero exit,
+    no traceback, and exactly one ``error: ...`` line, the last, holding every needle."""
+    report = f"rc={proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, report
+    assert proc.returncode not in (0, None), report
+    lines = proc.stderr.strip().splitlines()
+    assert [ln for ln in lines if ln.startswith("error: ")] == lines[-1:], report
+    for needle in needles:
+        assert needle in lines[-1], f"{needle!r} not in the message\n{report}"

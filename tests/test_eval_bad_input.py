@@ -4,25 +4,24 @@ fake pair: one line on stderr, a non-zero exit, no traceback, nothing of the use
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_run import assert_one_line_error, run_main
+from cli_run import assert_ends_with_error, assert_one_line_error, run_main
 from test_eval_diagnose import fake_pair as diagnose_pair
 from test_eval_runner import GSM, Q, make_pair
 
 from blendin_local.evaluation import commands
-from blendin_local.pair import ModelPair
 
 
 @pytest.fixture
 def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load(opts: dict[str, Any], methods: list[str]) -> ModelPair:
-        return diagnose_pair() if methods == ["blendin"] and opts.get("diagnose") else make_pair()
+    monkeypatch.setattr(commands, "pair_from_options", lambda opts, methods: make_pair())
 
-    monkeypatch.setattr(commands, "pair_from_options", load)
+
+@pytest.fixture
+def fake_diagnose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "pair_from_options", lambda opts, methods: diagnose_pair())
 
 
 def eval_args(out: Path, *more: str) -> list[str]:
@@ -52,3 +51,103 @@ def test_plots_at_zero_and_full_accuracy(gold: dict[str, int], expect: dict[str,
     assert not any(r["correct"] for r in records if r["setting"].startswith("gamma=0,"))
     for name in ("accuracy_vs_gamma", "accuracy_vs_rate", "alpha_hist", "overlap_correct_wrong"):
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+
+# --- 3: an --out that cannot be written ----------------------------------------------------------
+def unwritable_dirs(tmp_path: Path) -> list[Path]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine\n")
+    return [a_file / "run", Path("/sys/blendin-local-test-run"), Path("/dev/full/run")]
+
+
+def test_eval_out_that_cannot_be_created(tmp_path: Path, fake_models: None) -> None:
+    for out in unwritable_dirs(tmp_path):
+        proc = run_main(*eval_args(out, "--methods", "base", "--limit", "1"))
+        assert_one_line_error(proc, "--out: cannot create", path=out)
+    assert (tmp_path / "a-file").read_text() == "mine\n"
+
+
+def test_eval_summary_that_cannot_be_written(tmp_path: Path, fake_models: None) -> None:
+    out = tmp_path / "run"
+    (out / "summary.csv").mkdir(parents=True)  # in the way of the summary
+    proc = run_main(*eval_args(out, "--methods", "base", "--limit", "1", "--no-plots"))
+    assert_ends_with_error(proc, f"--out: cannot write {out / 'summary.csv'}: Is a directory")
+    assert "95% CI" in proc.stdout  # the table was shown
+    assert len((out / "records.jsonl").read_text().splitlines()) == 1  # the answers are kept
+
+
+# --- 10: never delete a user's line -------------------------------------------------------------
+def test_damaged_records_are_moved_aside_not_deleted(tmp_path: Path, fake_models: None) -> None:
+    out = tmp_path / "run"
+    args = eval_args(out, "--methods", "base", "--limit", "3", "--no-plots")
+    assert run_main(*args).returncode == 0
+    records = out / "records.jsonl"
+    lines = records.read_text().splitlines()
+    records.write_text(f"{lines[0]}\nmy note, not JSON\n{lines[1]}\n{lines[2][:30]}")
+    proc = run_main(*args)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "records.jsonl:2: damaged record moved to records.damaged.jsonl" in proc.stderr
+    assert "records.jsonl:4: half-written last record moved" in proc.stderr
+    assert (out / "records.damaged.jsonl").read_text() == f"my note, not JSON\n{lines[2][:30]}\n"
+    assert len(records.read_text().splitlines()) == 3  # the cut item ran again
+
+
+FOREIGN = '{"id": 1, "label": "cat"}\n{"id": 2, "label": "dog"}\nnot json\n'
+
+
+@pytest.mark.parametrize("manifest", [None, '{"experiment": "theirs"}\n'])
+def test_someone_elses_records_are_refused_untouched(manifest: str | None, tmp_path: Path,
+                                                      fake_models: None) -> None:
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "records.jsonl").write_text(FOREIGN)
+    if manifest is not None:
+        (out / "run.json").write_text(manifest)
+    before = sorted(p.name for p in out.iterdir())
+    proc = run_main(*eval_args(out, "--methods", "base", "--limit", "1"))
+    assert_one_line_error(proc, "use another --out directory")
+    assert (out / "records.jsonl").read_text() == FOREIGN
+    if manifest is not None:
+        assert (out / "run.json").read_text() == manifest
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+# --- 11: settings of reused records -------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["delete", "garbage", "not an object", "settings left out"])
+def test_records_without_a_readable_run_json_are_not_reused(damage: str, tmp_path: Path,
+                                                            fake_models: None) -> None:
+    out = tmp_path / "run"
+    first = eval_args(out, "--methods", "base", "--limit", "2", "--no-plots")
+    assert run_main(*first).returncode == 0
+    manifest = out / "run.json"
+    if damage == "delete":
+        manifest.unlink()
+    elif damage == "garbage":
+        manifest.write_bytes(b"\xff{")
+    elif damage == "not an object":
+        manifest.write_text("[]")
+    else:
+        kept = json.loads(manifest.read_text())
+        del kept["max_tokens"]
+        manifest.write_text(json.dumps(kept))
+    left = manifest.read_bytes() if manifest.exists() else None
+    records = (out / "records.jsonl").read_text()
+    proc = run_main(*[a if a != "40" else "16" for a in first])  # --max-tokens 40 -> 16
+    assert_one_line_error(proc, "use another --out directory")
+    assert (out / "records.jsonl").read_text() == records
+    assert (manifest.read_bytes() if manifest.exists() else None) == left
+
+
+# --- 8: diagnose --figure that cannot be written -------------------------------------------------
+@pytest.mark.parametrize("as_json", [False, True])
+def test_diagnose_report_survives_an_unwritable_figure(as_json: bool, tmp_path: Path,
+                                                       fake_diagnose: None) -> None:
+    for fig in [d / "diag.png" for d in unwritable_dirs(tmp_path)]:
+        proc = run_main("diagnose", "--limit", "2", "--max-tokens", "12", "--figure", str(fig),
+                        *(["--json"] if as_json else []))
+        assert_one_line_error(proc, "--figure: cannot", stdout_empty=False)
+        if as_json:
+            assert json.loads(proc.stdout)["prompts"] == 2
+        else:
+            assert "verdict: " in proc.stdout
+        assert not fig.exists()
