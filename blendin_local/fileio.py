@@ -29,8 +29,8 @@ def _is_special(path: Path) -> bool:
 
 
 def _temp_beside(path: Path) -> Path:
-    # Same directory (so the rename is atomic), same suffix (so matplotlib infers the format).
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    # Same directory (so the rename is atomic); hidden, and not matching a glob of the real files.
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], object], option: str) -> None:

@@ -161,7 +161,7 @@ def save_figure(fig: Any, path: Path, option: str = "--out") -> None:
 
     try:
         fig.tight_layout()
-        replace_atomically(path, fig.savefig, option)
+        replace_atomically(path, lambda p: fig.savefig(p, format=path.suffix[1:] or None), option)
     finally:
         plt.close(fig)
 
