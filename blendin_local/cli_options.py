@@ -79,16 +79,27 @@ def settings_from_options(opts: dict[str, Any], *, diagnostics: bool = False) ->
     )
 
 
-def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]) -> ModelPair:
-    """Load only the models the given methods need (default pair where not named)."""
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
+                      warn: Callable[[str], None] = _warn) -> ModelPair:
+    """Load only the models the given methods need (default pair where not named); odd choices
+    (see :mod:`option_warnings`) go to ``warn``."""
+    from .option_warnings import option_warnings
+
     need_base = any(m in NEEDS_BASE for m in methods)
     need_guide = any(m in NEEDS_GUIDE for m in methods)
     if "proxy" in methods and not opts.get("anti"):
         raise BlendinError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
-    return load_pair(
+    pair = load_pair(
         (opts.get("base") or default_model("base")) if need_base else None,
         (opts.get("guide") or default_model("guide")) if need_guide else None,
         opts.get("anti") if "proxy" in methods else None,
         n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
         seed=opts.get("seed") or 0,
     )
+    for message in option_warnings(opts, methods, pair):
+        warn(message)
+    return pair

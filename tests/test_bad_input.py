@@ -174,3 +174,34 @@ def test_output_replaced_when_the_run_succeeds(command, option, tiny, tmp_path):
     records = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert records and all("token" in r for r in records)
     no_temp_files(tmp_path, "mine.jsonl")
+
+
+# --- warnings (not errors): the run goes on -----------------------------------------------------------
+def warnings_of(proc) -> list[str]:
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+
+
+def test_base_and_guide_the_same_file_and_no_guide_template(tiny_gguf, tmp_path):
+    link = tmp_path / "same.gguf"
+    link.hardlink_to(tiny_gguf)  # another name for the same file is still the same file
+    proc = run_cli("generate", "--base", str(tiny_gguf), "--guide", str(link), "--max-tokens",
+                   "3", "hi")
+    assert warnings_of(proc) == [
+        f"warning: base and guide are the same file ({tiny_gguf}): blending a model with itself "
+        "changes nothing",
+        "warning: the guide same has no chat template: it is prompted with a built-in one "
+        "guessed from its control tokens, which may not be its own",
+    ]
+
+
+def test_anti_expert_without_proxy_and_too_many_threads(tiny, tiny_gguf):
+    proc = run_cli("generate", *tiny, "--anti-expert", str(tiny_gguf), "--threads", "4096", "hi")
+    found = warnings_of(proc)
+    assert len(found) == 2, proc.stderr
+    assert found[0].startswith("warning: --threads 4096 is more than the ")
+    assert found[1] == "warning: --anti-expert is only used by --method proxy: it is ignored"
+
+
+def test_no_warning_for_ordinary_options(tiny):
+    assert warnings_of(run_cli("generate", *tiny, "--threads", "1", "hi")) == []

@@ -63,8 +63,9 @@ def chat_command(
     from .app import ChatApp
     from .terminal import private_terminal
 
+    warnings: list[str] = []  # shown once the app has given the terminal back
     app = ChatApp(
-        load_pair=lambda: pair_from_options(opts, methods),
+        load_pair=lambda: pair_from_options(opts, methods, warn=warnings.append),
         settings=settings,
         system=system,
         resume=resume,
@@ -73,3 +74,5 @@ def chat_command(
     )
     with private_terminal():
         app.run()
+    for message in warnings:
+        click.echo(f"warning: {message}", err=True)
