@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -33,6 +33,11 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _remove(tmp: Path) -> None:
+    with suppress(OSError):  # already renamed, or never created
+        tmp.unlink(missing_ok=True)
+
+
 def replace_atomically(path: str | Path, write: Callable[[Path], object], option: str) -> None:
     """Call ``write(temp)`` and rename the temp file over ``path``; on any failure the temp file is
     removed and an existing ``path`` is untouched. An ``OSError`` becomes one :class:`BlendinError`.
@@ -51,7 +56,7 @@ def replace_atomically(path: str | Path, write: Callable[[Path], object], option
     except OSError as exc:
         raise path_error(option, path, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
 def write_text_atomically(path: str | Path, text: str, option: str) -> None:
@@ -106,14 +111,14 @@ class StreamingOutput:
             except OSError as exc:
                 self.error = path_error(self.option, self.path, exc)
         if not self._direct:
-            self._tmp.unlink(missing_ok=True)
+            _remove(self._tmp)
         if self.error is not None:
             raise self.error
 
     def discard(self) -> None:
         self._close()
         if not self._direct:
-            self._tmp.unlink(missing_ok=True)
+            _remove(self._tmp)
 
 
 @contextmanager

@@ -53,6 +53,21 @@ def test_plots_at_zero_and_full_accuracy(gold: dict[str, int], expect: dict[str,
         assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
 
 
+# --- 1: invalid UTF-8 in a data file ------------------------------------------------------------
+@pytest.mark.parametrize("command", ["eval", "diagnose"])
+def test_non_utf8_data_file(command: str, tmp_path: Path, fake_models: None) -> None:
+    data = tmp_path / "d.jsonl"
+    content = b'{"question": "ok", "answer": "#### 5"}\n{"question": "\xff"}\n'
+    data.write_bytes(content)
+    args = (eval_args(tmp_path / "run", "--methods", "base") if command == "eval"
+            else ["diagnose", "--task", "gsm8k", "--data", str(GSM)])
+    args[args.index(str(GSM))] = str(data)
+    proc = run_main(*args)
+    offset = content.index(b"\xff")
+    assert_one_line_error(proc, f"--data: <path> is not valid UTF-8 (bad byte at offset {offset})",
+                          path=data)
+
+
 # --- 3: an --out that cannot be written ----------------------------------------------------------
 def unwritable_dirs(tmp_path: Path) -> list[Path]:
     a_file = tmp_path / "a-file"
