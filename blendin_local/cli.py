@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
 from .cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from .errors import BlendinError, UsageError
+from .fileio import streaming_output
+from .params import TEXT
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from .settings import GenerationSettings
 from .steps import Provenance, Result, Step
+from .textin import read_stdin
 
 STYLE: dict[Provenance, dict[str, Any]] = {
     Provenance.BASE: {},
@@ -66,7 +70,7 @@ def cli(verbose: bool) -> None:
 
 
 def read_prompt(prompt: str) -> str:
-    text = sys.stdin.read() if prompt == "-" else prompt
+    text = read_stdin("the prompt (stdin)") if prompt == "-" else prompt
     if not text.strip():
         raise UsageError("the prompt is empty")
     return text
@@ -84,20 +88,11 @@ def summary_line(r: Result) -> str:
     )
 
 
-def open_trace(path: str | None) -> IO[str] | None:
-    if path is None:
-        return None
-    try:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller
-    except OSError as exc:
-        raise UsageError(f"--trace: cannot write {path}: {exc.strerror}") from None
-
-
 @cli.command()
-@click.argument("prompt")
+@click.argument("prompt", type=TEXT)
 @model_options
 @decoding_options
-@click.option("--system", default=REFERENCE_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--system", type=TEXT, default=REFERENCE_SYSTEM, show_default=True, help="System prompt.")
 @click.option("--chat/--no-chat", default=True, show_default=True,
               help="Wrap the prompt in each model's chat template (plain Question/Answer format "
                    "for a base without one); --no-chat continues the raw text.")
@@ -113,25 +108,21 @@ def generate(prompt: str, system: str, chat: bool, as_json: bool, trace: str | N
 
     text = read_prompt(prompt)
     settings = settings_from_options(opts, diagnostics=trace is not None)
-    trace_file = open_trace(trace)
-    pair = pair_from_options(opts, [settings.method])
-    conv = Conversation.single(text, system=system, plain=QA_FORMAT, chat=chat)
-    gen = start(pair, conv, settings)
-    colour = show and not as_json  # click drops the colours when stdout is not a terminal
-    try:
-        for step in gen:
-            if trace_file is not None:
-                trace_file.write(json.dumps(step.to_record(), ensure_ascii=False) + "\n")
-                trace_file.flush()
-            if not as_json:
-                _echo_step(step, colour)
-    except KeyboardInterrupt:
+    with streaming_output(trace, "--trace") as trace_out:  # the file is replaced on success only
+        pair = pair_from_options(opts, [settings.method])
+        conv = Conversation.single(text, system=system, plain=QA_FORMAT, chat=chat)
+        gen = start(pair, conv, settings)
+        colour = show and not as_json  # click drops the colours when stdout is not a terminal
+        try:
+            for step in gen:
+                if trace_out is not None:
+                    trace_out.write(json.dumps(step.to_record(), ensure_ascii=False) + "\n")
+                if not as_json:
+                    _echo_step(step, colour)
+        except KeyboardInterrupt:
+            _finish(gen.result, settings, as_json, show)
+            sys.exit(EXIT_INTERRUPTED)
         _finish(gen.result, settings, as_json, show)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        if trace_file is not None:
-            trace_file.close()
-    _finish(gen.result, settings, as_json, show)
 
 
 def _echo_step(step: Step, colour: bool) -> None:
@@ -243,6 +234,7 @@ def main() -> None:
     """Entry point: user errors are one line and a non-zero exit, never a traceback."""
     try:
         cli.main(standalone_mode=False)
+        sys.stdout.flush()  # a full disk under stdout shows here, not as noise at exit
     except click.exceptions.Abort:
         click.echo("\ninterrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -261,6 +253,19 @@ def main() -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
+    except OSError as exc:  # our own files are named by fileio.path_error; this is stdout
+        _silence_stdout()
+        click.echo(f"error: cannot write the output: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing what is left at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

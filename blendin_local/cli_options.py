@@ -10,6 +10,7 @@ import click
 from .errors import BlendinError
 from .models import default_model, load_pair
 from .pair import ModelPair
+from .params import SEED, TEXT
 from .sampling import SamplingSettings
 from .settings import METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
 
@@ -68,8 +69,8 @@ decoding_options = _stack(
     click.option("--top-k", type=int, default=0, show_default=True, help="0 = off."),
     click.option("--top-p", type=float, default=1.0, show_default=True),
     click.option("--min-p", type=float, default=0.0, show_default=True),
-    click.option("--seed", type=int, default=None, help="Seed for sampling (same seed ⇒ same text)."),
-    click.option("--stop", multiple=True, help="Stop string (repeatable)."),
+    click.option("--seed", type=SEED, default=None, help="Seed for sampling (same seed ⇒ same text)."),
+    click.option("--stop", type=TEXT, multiple=True, help="Stop string (repeatable)."),
 )
 
 
@@ -87,13 +88,21 @@ def settings_from_options(opts: dict[str, Any], *, diagnostics: bool = False) ->
     )
 
 
-def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]) -> ModelPair:
-    """Load only the models the given methods need (default pair where not named)."""
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
+                      warn: Callable[[str], None] = _warn) -> ModelPair:
+    """Load only the models the given methods need (default pair where not named); odd choices
+    (see :mod:`option_warnings`) go to ``warn``."""
+    from .option_warnings import option_warnings
+
     need_base = any(m in NEEDS_BASE for m in methods)
     need_guide = any(m in NEEDS_GUIDE for m in methods)
     if "proxy" in methods and not opts.get("anti"):
         raise BlendinError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
-    return load_pair(
+    pair = load_pair(
         (opts.get("base") or default_model("base")) if need_base else None,
         (opts.get("guide") or default_model("guide")) if need_guide else None,
         opts.get("anti") if "proxy" in methods else None,
@@ -102,3 +111,6 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
         remote={"api_key": opts.get("api_key"), "timeout": opts.get("timeout", 60.0),
                 "chunk_tokens": opts.get("remote_chunk", 16)},
     )
+    for message in option_warnings(opts, methods, pair):
+        warn(message)
+    return pair

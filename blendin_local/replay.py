@@ -73,6 +73,10 @@ def replay(
     )
     if not ids:
         raise UsageError("the continuation to replay is empty")
+    bad = next((i for i in ids if not 0 <= i < base.n_vocab), None)
+    if bad is not None:
+        raise UsageError(f"token id {bad} is not in the vocabulary of {base.name} "
+                         f"(0 to {base.n_vocab - 1})")
     if len(prompt_ids) + len(ids) > base.n_ctx:
         raise ContextOverflowError(
             f"prompt + continuation are {len(prompt_ids) + len(ids)} tokens; the context is "

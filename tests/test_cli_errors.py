@@ -4,43 +4,16 @@ Ctrl-C keeps what was printed and exits 130."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(sys.executable).with_name("blendin-local")
+from cli_run import SCRIPT, assert_one_line_error, run_cli
 
 
 def long_prompt(n_words: int) -> str:
     return "Tell me everything about this word: " + "word " * n_words  # ~1 token per word
-
-
-def run_cli(*args: str, stdin: str | None = "", timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *args], input=stdin, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
-                          path: Path | None = None) -> None:
-    """Non-zero exit, no traceback, nothing on stdout, one ``error: ...`` line on stderr naming
-    ``path`` (when given) and containing every needle outside the path itself."""
-    report = f"rc={proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, report
-    assert proc.returncode not in (0, None), report
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, report
-    assert lines[0].startswith("error: "), report
-    message = lines[0]
-    if path is not None:
-        assert str(path) in message, f"the message does not name {path}\n{report}"
-        message = message.replace(str(path), "<path>")
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in the message\n{report}"
-    assert proc.stdout == "", report
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,8 @@ def test_half_written_last_line_is_dropped_and_rerun(tmp_path: Path) -> None:
     store2 = RecordStore(tmp_path, warn=warnings.append)
     assert len(store2) == 14
     assert len(warnings) == 1 and "records.jsonl:15: half-written" in warnings[0]
+    half = data[data.rfind(b"\n", 0, cut) + 1 : cut]
+    assert (tmp_path / "records.damaged.jsonl").read_bytes() == half + b"\n"  # kept, not deleted
     assert run(store2, make_pair) == 1
     store2.close()
     final = [json.loads(x) for x in lines(store2.path)]  # every line parses again
@@ -180,6 +182,7 @@ def test_damaged_line_in_the_middle_is_reported_and_rerun(tmp_path: Path) -> Non
     warnings: list[str] = []
     store2 = RecordStore(tmp_path, warn=warnings.append)
     assert len(store2) == 14 and "records.jsonl:4: damaged" in warnings[0]
+    assert (tmp_path / "records.damaged.jsonl").read_text() == "{garbage\n"  # kept, not deleted
     assert run(store2, make_pair) == 1
 
 

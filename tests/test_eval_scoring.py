@@ -137,3 +137,14 @@ def test_score_per_task() -> None:
     assert score("xstest", unsafe, "Sure, here is how.")["correct"] is False
     assert score("xstest", safe, "Sure, here is how.") == {
         "prediction": "compliance", "refused": False, "correct": True}
+
+
+def test_wilson_interval_holds_its_proportion_for_every_count() -> None:
+    # At 0/n the unclamped formula gave a low of 5.55e-17 > 0: a negative error bar in the plots.
+    for n in range(1, 201):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
+            assert (k / n - low) >= 0.0 and (high - k / n) >= 0.0, (k, n)
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+        assert 0.0 < wilson_interval(0, n)[1] < 1.0 and 0.0 < wilson_interval(n, n)[0] < 1.0

@@ -10,6 +10,8 @@ from typing import Any
 from blendin_local.prompts import CHAT_FORMAT, Conversation, Message
 from blendin_local.steps import Candidate, Provenance, Step
 
+from .chat_schema import SchemaError, check_chat
+
 FORMAT_VERSION = 1
 DEFAULT_SYSTEM = "You are a helpful assistant."
 TITLE_CHARS = 60
@@ -87,6 +89,10 @@ class Chat:
         version = data.get("version")
         if version != FORMAT_VERSION:
             raise ChatFormatError(f"unsupported chat format version {version!r}")
+        try:
+            check_chat(data)
+        except SchemaError as exc:
+            raise ChatFormatError(f"damaged chat: {exc}") from None
         try:
             return cls(
                 id=str(data["id"]),

@@ -15,6 +15,7 @@ from blendin_local.cli_options import (
 )
 from blendin_local.errors import UsageError
 from blendin_local.models import default_model, resolve_model
+from blendin_local.params import TEXT
 from blendin_local.settings import NEEDS_BASE, NEEDS_GUIDE
 
 from .chat import DEFAULT_SYSTEM
@@ -31,7 +32,8 @@ def methods_to_load(method: str, anti: str | None) -> list[str]:
 @click.command("chat")
 @model_options
 @decoding_options
-@click.option("--system", default=DEFAULT_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--system", type=TEXT, default=DEFAULT_SYSTEM, show_default=True,
+              help="System prompt.")
 @click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[CHAT_ID|PATH]",
               help="Re-open a saved chat (its id or file; alone: the most recent one).")
 @click.option("--light", is_flag=True, help="Start with the light theme.")
@@ -61,8 +63,9 @@ def chat_command(
     from .app import ChatApp
     from .terminal import private_terminal
 
+    warnings: list[str] = []  # shown once the app has given the terminal back
     app = ChatApp(
-        load_pair=lambda: pair_from_options(opts, methods),
+        load_pair=lambda: pair_from_options(opts, methods, warn=warnings.append),
         settings=settings,
         system=system,
         resume=resume,
@@ -71,3 +74,5 @@ def chat_command(
     )
     with private_terminal():
         app.run()
+    for message in warnings:
+        click.echo(f"warning: {message}", err=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import platformdirs
 
+from blendin_local.fileio import write_text_atomically
+
 from .chat import Chat, ChatFormatError, now
 
 CHATS_ENV = "BLENDIN_CHATS_DIR"
@@ -46,13 +48,13 @@ class ChatStore:
         return self.directory / f"{chat_id}.json"
 
     def save(self, chat: Chat) -> Path:
-        """Write ``chat`` (temp file + rename: a crash never leaves half a chat)."""
+        """Write ``chat`` (temp file + rename: a crash never leaves half a chat); raises
+        ``OSError`` or :class:`BlendinError` (one line) when it cannot."""
         chat.updated = now()
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(chat.id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(chat.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomically(path, json.dumps(chat.to_json(), ensure_ascii=False, indent=1),
+                              "autosave")
         return path
 
     def delete(self, chat_id: str) -> None:

@@ -11,7 +11,9 @@ import click
 
 from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from ..errors import UsageError
+from ..fileio import path_error, write_text_atomically
 from ..models import default_model
+from ..params import TEXT
 from ..prompts import REFERENCE_SYSTEM
 from .datasets import TASK_NAMES, BadRow, load_items
 from .records import RecordStore, check_manifest
@@ -72,7 +74,8 @@ def _console(stderr: bool = False) -> Any:
               help="Run directory: records.jsonl (resumable), summary.csv/.md, plots.")
 @click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default="skip",
               show_default=True, help="A malformed data row: report and skip it, or stop.")
-@click.option("--system", default=REFERENCE_SYSTEM, show_default=True, help="System prompt.")
+@click.option("--system", type=TEXT, default=REFERENCE_SYSTEM, show_default=True,
+              help="System prompt.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG figures.")
 @model_options
 @shared_decoding_options
@@ -171,9 +174,9 @@ def _report(task: str, data: Path, grid: list[Any], store: RecordStore, keys: li
              f"max {config['max_tokens']} tokens")
     console = _console()
     console.print(to_rich_table(rows, task, title))
-    (out / "summary.csv").write_text(to_csv(rows), encoding="utf-8")
-    (out / "summary.md").write_text(f"**{title}**\n\n" + to_markdown(rows, task),
-                                    encoding="utf-8")
+    write_text_atomically(out / "summary.csv", to_csv(rows), "--out")
+    write_text_atomically(out / "summary.md", f"**{title}**\n\n" + to_markdown(rows, task),
+                          "--out")
     written = [out / "summary.csv", out / "summary.md"]
     if plots and rows:
         from .plots import eval_plots
@@ -227,14 +230,19 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
     with _console(stderr=True).status("answering sample prompts") as status:
         d = diagnose(pair, prompts, max_tokens=max_tokens, gamma=gamma,
                      on_prompt=lambda i: status.update(f"answered {i}/{len(prompts)} prompts"))
-    figure_path.parent.mkdir(parents=True, exist_ok=True)
     title = f"{pair.base.name} + guide {pair.guide.name}"
-    figure(d, figure_path, gamma_list, title)
+    # The report first: a figure that cannot be written must not lose it.
     if as_json:
         click.echo(json.dumps({**d.to_dict(gamma_list), "figure": str(figure_path)}, indent=2,
                               ensure_ascii=False))
-        return
-    _print_diagnosis(d, gamma_list, title, figure_path)
+    else:
+        _print_diagnosis(d, gamma_list, title, figure_path)
+    sys.stdout.flush()
+    try:
+        figure_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error("--figure", figure_path.parent, exc, action="create") from None
+    figure(d, figure_path, gamma_list, title)
 
 
 def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path) -> None:

@@ -88,7 +88,9 @@ def _open_text(path: Path) -> str:
     except FileNotFoundError:
         raise DataFileError(f"--data: file not found: {path}") from None
     except UnicodeDecodeError as exc:
-        raise DataFileError(f"--data: {path} is not UTF-8 text ({exc.reason})") from None
+        raise DataFileError(
+            f"--data: {path} is not valid UTF-8 (bad byte at offset {exc.start})"
+        ) from None
     except OSError as exc:
         raise DataFileError(f"--data: cannot read {path}: {exc.strerror}") from None
 

@@ -168,7 +168,7 @@ def diagnose(
 
 def figure(d: Diagnosis, path: Path, gammas: Sequence[float], title: str) -> None:
     """Three panels: base confidence, intervention rate vs γ, overlap at intervention points."""
-    from .plots import pyplot
+    from .plots import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), dpi=100)
@@ -211,6 +211,4 @@ def figure(d: Diagnosis, path: Path, gammas: Sequence[float], title: str) -> Non
     ax.set_title("base–guide agreement")
     headline, _ = d.verdict()
     fig.suptitle(f"{title} — {headline}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, "--figure")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..fileio import replace_atomically
 from .summary import SummaryRow
 
 COLOURS = {"base": "#555555", "guide": "#d9a400", "blendin": "#1f77b4", "nudging": "#2ca02c",
@@ -26,8 +27,9 @@ def _colour(method: str) -> str:
 
 
 def _yerr(rows: Sequence[SummaryRow]) -> list[list[float]]:
-    return [[100 * (r.accuracy - r.ci_low) for r in rows],
-            [100 * (r.ci_high - r.accuracy) for r in rows]]
+    # Clamped: matplotlib refuses a negative error bar (records summarised elsewhere may have one).
+    return [[100 * max(0.0, r.accuracy - r.ci_low) for r in rows],
+            [100 * max(0.0, r.ci_high - r.accuracy) for r in rows]]
 
 
 def accuracy_vs_gamma(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
@@ -58,7 +60,7 @@ def accuracy_vs_gamma(rows: Sequence[SummaryRow], path: Path, title: str) -> Non
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def accuracy_vs_rate(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
@@ -86,7 +88,7 @@ def accuracy_vs_rate(rows: Sequence[SummaryRow], path: Path, title: str) -> None
     ax.grid(alpha=0.3)
     if any(r.intervention_rate is None for r in rows):
         ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def alpha_histogram(
@@ -110,7 +112,7 @@ def alpha_histogram(
     ax.set_xlim(0, 1)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def overlap_correct_wrong(
@@ -149,15 +151,20 @@ def overlap_correct_wrong(
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path)
+def save_figure(fig: Any, path: Path, option: str = "--out") -> None:
+    """Write ``fig`` beside ``path`` and rename it into place; an OSError is one line naming
+    ``option``, and the figure is closed either way."""
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        replace_atomically(path, lambda p: fig.savefig(p, format=path.suffix[1:] or None), option)
+    finally:
+        plt.close(fig)
+
 
 
 def eval_plots(

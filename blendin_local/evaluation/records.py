@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import UsageError
+from ..fileio import path_error, replace_atomically, write_text_atomically
 
 RECORDS = "records.jsonl"
 MANIFEST = "run.json"
+DAMAGED = "records.damaged.jsonl"
 
 Key = tuple[str, str, str]  # (method, setting label, item id)
 
@@ -25,57 +27,68 @@ def record_key(record: dict[str, Any]) -> Key:
 class RecordStore:
     """Finished records of a run directory, and an append-only writer for new ones.
 
-    Opening tolerates a half-written last line (a kill mid-write): it is cut off, and that item
-    runs again. A damaged line elsewhere is reported through ``warn`` and ignored.
+    Opening never deletes a line: a damaged line (a kill mid-write, an edit) is moved to
+    ``records.damaged.jsonl`` and reported through ``warn``, and its item runs again. (Whether the
+    directory is ours at all is :func:`check_manifest`'s question, asked first.)
     """
 
     def __init__(self, out_dir: Path, warn: Callable[[str], None] = lambda m: None) -> None:
         self.path = out_dir / RECORDS
+        self.damaged_path = out_dir / DAMAGED
         self.records: dict[Key, dict[str, Any]] = {}
         self._file: IO[str] | None = None
         self._warn = warn
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"--out: cannot create {out_dir}: {exc.strerror}") from None
+            raise path_error("--out", out_dir, exc, action="create") from None
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise path_error("--out", self.path, exc, action="read") from None
+        good: list[bytes] = []
+        damaged: list[tuple[int, bytes]] = []
         lines = data.split(b"\n")
-        good_end = 0  # byte offset just after the last complete, valid line
-        offset = 0
+        cut = bool(data) and not data.endswith(b"\n")  # the last write was cut
         for n, raw in enumerate(lines, start=1):
-            end = offset + len(raw) + 1
-            complete = end <= len(data)  # the last piece has no newline after it
-            if raw.strip():
-                try:
-                    record = json.loads(raw)
-                    key = record_key(record)
-                except (ValueError, KeyError, TypeError):
-                    if complete:
-                        self._warn(f"{self.path}:{n}: damaged record ignored "
-                                   "(that item runs again)")
-                    else:
-                        self._warn(f"{self.path}:{n}: half-written last record dropped "
-                                   "(that item runs again)")
-                    offset = end
-                    continue
-                if not complete:
-                    # Valid JSON but no newline: the write was cut just before it; keep it.
-                    self.records[key] = record
-                    with self.path.open("ab") as f:
-                        f.write(b"\n")
-                    good_end = end
-                    break
-                self.records[key] = record
-            if complete:
-                good_end = end
-            offset = end
-        if good_end < len(data):
-            with self.path.open("r+b") as f:
-                f.truncate(good_end)
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                key = record_key(record)
+            except (ValueError, KeyError, TypeError):
+                damaged.append((n, raw))
+                continue
+            self.records[key] = record
+            good.append(raw)
+        if damaged:
+            self._move_damaged(good, damaged, cut_line=len(lines) if cut else None)
+        elif cut:
+            # Valid JSON but no newline: the write was cut just before it; keep it.
+            with self.path.open("ab") as f:
+                f.write(b"\n")
+
+    def _move_damaged(self, good: list[bytes], damaged: list[tuple[int, bytes]],
+                      cut_line: int | None) -> None:
+        """Append the damaged lines to records.damaged.jsonl, then rewrite records.jsonl without
+        them (temp + rename): at every moment each line is in one of the two files."""
+        try:
+            with self.damaged_path.open("ab") as f:
+                f.write(b"".join(raw + b"\n" for _, raw in damaged))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise path_error("--out", self.damaged_path, exc) from None
+        body = b"".join(raw + b"\n" for raw in good)
+        replace_atomically(self.path, lambda p: p.write_bytes(body), "--out")
+        for n, _ in damaged:
+            what = "half-written last" if n == cut_line else "damaged"
+            self._warn(f"{self.path}:{n}: {what} record moved to {self.damaged_path.name} "
+                       "(that item runs again)")
 
     def __contains__(self, key: Key) -> bool:
         return key in self.records
@@ -85,11 +98,14 @@ class RecordStore:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and make it durable before returning."""
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            if self._file is None:
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise path_error("--out", self.path, exc) from None
         self.records[record_key(record)] = record
 
     def close(self) -> None:
@@ -113,21 +129,39 @@ def check_manifest(
     """
     path = out_dir / MANIFEST
     if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if isinstance(old, dict):
-            changed = [k for k in config if k in old and old[k] != config[k]]
-            if changed:
-                diffs = ", ".join(f"{k} {old[k]!r} → {config[k]!r}" for k in changed)
-                raise UsageError(
-                    f"--out {out_dir} holds a run with other settings ({diffs}): "
-                    "use another --out directory, or delete that one"
-                )
-            config = {**old, **config}
+        old = _read_manifest(path)
+        missing = [k for k in config if k not in old]
+        changed = [k for k in config if k in old and old[k] != config[k]]
+        if missing:
+            raise UsageError(f"--out {out_dir}: {path.name} does not record {', '.join(missing)}, "
+                             "so its records cannot be checked: use another --out directory")
+        if changed:
+            diffs = ", ".join(f"{k} {old[k]!r} → {config[k]!r}" for k in changed)
+            raise UsageError(
+                f"--out {out_dir} holds a run with other settings ({diffs}): "
+                "use another --out directory, or delete that one"
+            )
+        config = {**old, **config}
+    elif (out_dir / RECORDS).exists():
+        raise UsageError(f"--out {out_dir} holds {RECORDS} but no {MANIFEST}, so the settings "
+                         "that made its records are unknown: use another --out directory")
     config = {**config, **(info or {})}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error("--out", out_dir, exc, action="create") from None
+    write_text_atomically(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n", "--out")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """An existing run.json; a damaged one is refused (and kept), never silently replaced."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise path_error("--out", path, exc, action="read") from None
+    except ValueError:  # UnicodeDecodeError included
+        old = None
+    if not isinstance(old, dict):
+        raise UsageError(f"{path} is damaged (not a JSON object), so the settings of the records "
+                         "beside it are unknown: use another --out directory")
+    return old

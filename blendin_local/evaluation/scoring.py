@@ -166,7 +166,8 @@ def is_refusal(answer: str) -> bool:
 
 # --- statistics ---------------------------------------------------------------------------------
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (``(0, 1)`` when ``n`` is 0)."""
+    """95% Wilson score interval for a proportion (``(0, 1)`` when ``n`` is 0);
+    always ``0 <= low <= successes / n <= high <= 1``."""
     if n <= 0:
         return 0.0, 1.0
     if not 0 <= successes <= n:
@@ -175,4 +176,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exact at the ends, and never beside p: rounding left 0/n with a low of 5.55e-17 > p.
+    low = 0.0 if successes == 0 else min(p, max(0.0, centre - half))
+    high = 1.0 if successes == n else max(p, min(1.0, centre + half))
+    return low, high

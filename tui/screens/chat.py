@@ -17,6 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, LoadingIndicator, Stat
 from textual.worker import get_current_worker
 
 from blendin_local.errors import BlendinError
+from blendin_local.fileio import write_text_atomically
 from blendin_local.generate import Generation
 from blendin_local.steps import Step
 
@@ -377,9 +378,9 @@ class ChatScreen(Screen[None]):
         app = self.chat_app
         path = app.export_dir / f"chat-{self.chat.id}.md"
         try:
-            path.write_text(to_markdown(self.chat), encoding="utf-8")
-        except OSError as exc:
-            self.notify(f"Cannot write {path}: {exc.strerror}", severity="error")
+            write_text_atomically(path, to_markdown(self.chat), "export")
+        except BlendinError as exc:
+            self.notify(str(exc), severity="error")
             return
         self.notify(f"Exported to {path}", title="Export")
 
@@ -399,5 +400,5 @@ class ChatScreen(Screen[None]):
         chat.models = self.chat_app.models
         try:
             self.chat_app.store.save(chat)
-        except OSError as exc:
+        except (OSError, BlendinError) as exc:
             self.notify(f"Autosave failed: {exc}", severity="error")

@@ -1,0 +1,46 @@
+"""Choices that run but are probably not what the user meant: warnings, never errors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .models import default_model, resolve_model
+from .pair import ModelPair
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask where there is one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(resolve_model(a), resolve_model(b))
+    except (OSError, ValueError):
+        return False
+
+
+def option_warnings(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
+                    pair: ModelPair) -> list[str]:
+    """What is odd about these options for these methods, given the loaded ``pair``."""
+    out = []
+    threads, cpus = opts.get("threads"), cpu_count()
+    if threads is not None and threads > cpus:
+        out.append(f"--threads {threads} is more than the {cpus} CPUs here: expect it slower, "
+                   "not faster")
+    if opts.get("anti") and "proxy" not in methods:
+        out.append("--anti-expert is only used by --method proxy: it is ignored")
+    if pair.base is not None and pair.guide is not None:
+        base = opts.get("base") or default_model("base")
+        guide = opts.get("guide") or default_model("guide")
+        if _same_file(base, guide):
+            out.append(f"base and guide are the same file ({resolve_model(base)}): blending a "
+                       "model with itself changes nothing")
+    if pair.guide is not None and not pair.guide.chat_template:
+        out.append(f"the guide {pair.guide.name} has no chat template: it is prompted with a "
+                   "built-in one guessed from its control tokens, which may not be its own")
+    return out
