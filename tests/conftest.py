@@ -14,6 +14,21 @@ from tiny_gguf import write_tiny_gguf
 REAL_N_CTX = 1024
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_real_hub(tmp_path_factory: pytest.TempPathFactory):
+    """`make test` never touches the Hugging Face Hub nor the user's Hub cache: the endpoint is a
+    closed local port (tests that fetch start their own fake Hub) and the cache a fresh folder."""
+    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HUB_CACHE")}
+    os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    os.environ["HF_HUB_CACHE"] = str(tmp_path_factory.mktemp("hf-cache"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of a tiny, deterministic Llama/SPM GGUF (~200 KB, loads in milliseconds)."""
