@@ -23,7 +23,7 @@ from .remote import Position, RemoteModel
 from .settings import CAP_WARMUP
 from .steps import Provenance, Step, StopReason
 from .sync import TextSync
-from .top100 import TOP, blend_strings, decoded_strings, string_distribution, top_string
+from .top100 import TOP, blend_string_distributions, choose_string, decoded_strings, string_distribution
 
 if TYPE_CHECKING:
     from .generate import Generation
@@ -121,20 +121,11 @@ def _blend_step(gen: Generation, position: Position, guide_sync: TextSync, guide
     t2 = time.perf_counter()
     bd = _position_probs(position)
     gd = string_distribution(p_guide, guide_strings)
-    b_top, g_top = top_string(bd), top_string(gd)
     b, g = max(bd.values()), float(p_guide.max())
-    alpha = s.alpha if s.alpha is not None else blend.auto_alpha(b, g, bd.get(g_top, 0.0))
-    mixed = blend_strings(bd, gd, alpha)
-    keys = list(mixed)
-    choice = keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
-    piece = choice.encode()
-    if not piece:  # an empty string (control token or partial byte) ends the answer, as in top100
-        gen.stop_reason = StopReason.EOS if b_top == "" else StopReason.GUIDE_EOS
-        text = gen.output.finish()
-    else:
-        text = gen.push(piece, index)
-    return Step(index=index, token=-1, piece=piece, text=text,
-                provenance=Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE,
+    mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
+    piece, text, provenance = choose_string(gen, mixed, b_top, index)
+    choice = piece.decode()
+    return Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
                 intervened=True, b=b, g=g, alpha=alpha, p_base_token=bd.get(choice),
                 p_guide_token=gd.get(choice), t_base=t_base, t_guide=t2 - t1,
                 t_blend=time.perf_counter() - t2)

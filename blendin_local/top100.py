@@ -43,17 +43,40 @@ def blend_strings(base: dict[str, float], guide: dict[str, float], alpha: float)
     return {s: v / total for s, v in mixed.items()} if total > 0 else mixed
 
 
+def blend_string_distributions(
+    bd: dict[str, float], gd: dict[str, float], b: float, g: float, alpha: float | None,
+) -> tuple[dict[str, float], float, str, str]:
+    """One intervention over ``{string: prob}`` distributions with top-1 probabilities ``b``, ``g``:
+    (blended distribution, α used, base's top string, guide's top string)."""
+    b_top, g_top = top_string(bd), top_string(gd)
+    if alpha is None:
+        alpha = blend.auto_alpha(b, g, bd.get(g_top, 0.0))
+    return blend_strings(bd, gd, alpha), alpha, b_top, g_top
+
+
 def top100_choice(
     p_base: np.ndarray, p_guide: np.ndarray, base_strings: list[str], guide_strings: list[str],
     alpha: float | None,
 ) -> tuple[dict[str, float], float, str, str]:
-    """One intervention: (blended {string: prob}, α used, base's top string, guide's top string)."""
+    """One intervention from two full distributions (see :func:`blend_string_distributions`)."""
     bd = string_distribution(p_base, base_strings)
     gd = string_distribution(p_guide, guide_strings)
-    b_top, g_top = top_string(bd), top_string(gd)
-    if alpha is None:
-        alpha = blend.auto_alpha(float(p_base.max()), float(p_guide.max()), bd.get(g_top, 0.0))
-    return blend_strings(bd, gd, alpha), alpha, b_top, g_top
+    return blend_string_distributions(bd, gd, float(p_base.max()), float(p_guide.max()), alpha)
+
+
+def choose_string(gen: Generation, mixed: dict[str, float], b_top: str, index: int
+                  ) -> tuple[bytes, str, Provenance]:
+    """Sample a string of the blend and add it to the answer: (its bytes, the text to show now,
+    provenance). An empty string (a control token or partial byte) ends the answer."""
+    keys = list(mixed)
+    choice = keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
+    piece = choice.encode()
+    if not piece:
+        gen.stop_reason = StopReason.EOS if b_top == "" else StopReason.GUIDE_EOS
+        text = gen.output.finish()
+    else:
+        text = gen.push(piece, index)
+    return piece, text, Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE
 
 
 def decoded_strings(pieces: list[bytes], controls: frozenset[int]) -> list[str]:
@@ -90,16 +113,8 @@ def top100_steps(gen: Generation) -> Iterator[Step]:
         p_guide = blend.softmax(guide.logits())
         t3 = time.perf_counter()
         mixed, alpha, b_top, _ = top100_choice(p_base, p_guide, base_strings, guide_strings, s.alpha)
-        keys = list(mixed)
-        choice = keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
-        piece = choice.encode()
-        if not piece:  # an empty string (control or partial byte) ends the answer
-            gen.stop_reason = StopReason.EOS if b_top == "" else StopReason.GUIDE_EOS
-            text = gen.output.finish()
-        else:
-            text = gen.push(piece, index)
-        yield Step(index=index, token=-1, piece=piece, text=text,
-                   provenance=Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE,
+        piece, text, provenance = choose_string(gen, mixed, b_top, index)
+        yield Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
                    intervened=True, b=b, g=float(p_guide.max()), alpha=alpha,
                    p_base_token=None, t_base=t1 - t0, t_guide=t3 - t2,
                    t_blend=(t2 - t1) + (time.perf_counter() - t3))
