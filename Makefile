@@ -11,8 +11,10 @@ VARIANT := $(if $(filter 1,$(CUDA)),cuda$(if $(CUDA_ARCH),-sm$(CUDA_ARCH),),cpu)
 # AMX kernels in llama.cpp segfault on Sapphire Rapids-class CPUs (llama.cpp #20824): compile them out
 # while keeping -march=native (explicit -mno-* flags win over -march in GCC and Clang). "noamx" in the
 # cache key means a wheel built before this fix is never reused.
-NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'$(if $(filter 1,$(CUDA)), -DGGML_CUDA=on $(if $(CUDA_ARCH),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH),),)
+# Only where the compiler knows the flags (x86-64 GCC >= 11 / Clang): others cannot emit AMX anyway, and
+# Clang on arm64 rejects x86 flags.
+NO_AMX := $(shell echo 'int x;' | $(CC) -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -Werror -x c -c -o /dev/null - 2>/dev/null && echo -mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+LLAMA_CMAKE_ARGS := $(if $(NO_AMX),-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)',)$(if $(filter 1,$(CUDA)), -DGGML_CUDA=on $(if $(CUDA_ARCH),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH),),)
 # -march=native code crashes (SIGILL) on a CPU lacking the build machine's features: the cache is also
 # keyed by this CPU's feature flags, so a shared home directory never hands a wheel to another CPU.
 CPU_KEY := $(shell (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-8)
