@@ -33,6 +33,7 @@ class LazyGroup(click.Group):
         "diagnose": ("blendin_local.evaluation.commands", "diagnose_command"),
         "replay": ("blendin_local.replay_cli", "replay_command"),
         "bench": ("blendin_local.bench", "bench_command"),
+        "serve": ("blendin_local.serve.command", "serve_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
