@@ -237,7 +237,7 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
         started = await _wait_turn(job, request)
         first = await _next_event(job, request) if started else None
         if first is None:  # the client left while waiting
-            access.log(499)
+            access.log_when_finished(job, 499)
             return JSONResponse({}, status_code=499)
         if first.kind == "error":
             err = from_library(first.payload)
@@ -253,7 +253,7 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
             steps.append(event.payload)
             event = await _next_event(job, request)
         if event is None:
-            access.log(499, job.generation)
+            access.log_when_finished(job, 499)
             return JSONResponse({}, status_code=499)
         if event.kind == "error":
             err = from_library(event.payload)
@@ -328,8 +328,14 @@ async def _stream(job: Job, reply: Reply, first: Event, include_usage: bool,
             status = 200
         yield "data: [DONE]\n\n"
     finally:
-        job.cancel()  # no-op when it finished
-        access.log(status, gen or job.generation)
+        if gen is None:
+            job.cancel()  # the client left: stop at the next token
+            access.log_when_finished(job, status)
+        else:
+            access.log(status, gen)
+
+
+_pending: set[asyncio.Task[None]] = set()  # log tasks still waiting for their job to stop
 
 
 @dataclass
@@ -340,6 +346,21 @@ class Access:
     model: str
     stream: bool
     t0: float
+
+    def log_when_finished(self, job: Job, status: int) -> None:
+        """Log once the (cancelled) job has stopped, with its final counts; at once if it never ran."""
+        if job.generation is None:
+            self.log(status)
+            return
+
+        async def drain() -> None:
+            while (await job.events.get()).kind not in ("done", "error"):
+                pass
+            self.log(status, job.generation)
+
+        task = asyncio.get_running_loop().create_task(drain())
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
 
     def log(self, status: int, gen: Generation | None = None) -> None:
         client = self.request.client

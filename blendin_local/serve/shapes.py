@@ -40,9 +40,21 @@ def usage(gen: Generation) -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """JSON has no infinity (ensemble's gamma is one): non-finite floats become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def result_extension(gen: Generation) -> dict[str, Any]:
-    return {**gen.result.to_dict(), "settings": gen.settings.to_dict(),
-            "cached_tokens": gen.cached_tokens}
+    """``generate --json``'s summary: ``Result.to_dict()``, its settings, and the cache reuse."""
+    return json_safe({**gen.result.to_dict(), "settings": gen.settings.to_dict(),
+                      "cached_tokens": gen.cached_tokens})
 
 
 @dataclass

@@ -242,3 +242,14 @@ def test_fresh_cache_setting_is_per_server() -> None:
         for _ in range(2):
             r = post(url, CHAT).json()
             assert r["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_a_crash_is_500_without_internals() -> None:
+    def broken(pair, conv, settings):  # type: ignore[no-untyped-def]
+        raise RuntimeError("secret internals")
+
+    with running(create_app(cross_pair(), config(), generate_fn=broken)) as url:
+        r = post(url, CHAT)
+        assert_error(r, 500, "internal_error", "server")
+        assert "secret" not in r.text
+        assert post(url, {**CHAT, "stream": True}).status_code == 500
