@@ -113,3 +113,17 @@ def test_blendin_knobs_per_request(client: openai.OpenAI) -> None:
     assert always.model_extra["blendin"]["result"]["interventions"] == always.usage.completion_tokens
     with pytest.raises(openai.UnprocessableEntityError, match="gamma"):
         client.chat.completions.create(model="blendin", messages=QUESTION, extra_body={"gamma": 2})
+
+
+def test_a_second_turn_reuses_the_cached_history_on_the_real_pair(real_pair: ModelPair) -> None:
+    config = ServeConfig(defaults=GenerationSettings(max_tokens=12, reuse_cache=True), api_key=API_KEY)
+    with running(create_app(real_pair, config)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+        r1 = client.chat.completions.create(model="blendin", messages=QUESTION)
+        history = [*QUESTION, {"role": "assistant", "content": r1.choices[0].message.content},
+                   {"role": "user", "content": "And of Italy?"}]
+        r2 = client.chat.completions.create(model="blendin", messages=history)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    assert r1.usage.prompt_tokens <= cached < r2.usage.prompt_tokens
+    assert r2.model_extra["blendin"]["result"]["cached_tokens"] == cached
+    assert r2.choices[0].message.content.strip()
