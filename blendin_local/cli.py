@@ -38,6 +38,7 @@ class LazyGroup(click.Group):
         "replay": ("blendin_local.replay_cli", "replay_command"),
         "bench": ("blendin_local.bench", "bench_command"),
         "doctor": ("blendin_local.doctor", "doctor_command"),
+        "serve": ("blendin_local.serve.command", "serve_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

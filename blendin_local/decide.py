@@ -182,5 +182,7 @@ def build_step(
         p_guide_token=float(d.q_guide[token]) if d.q_guide is not None else None,
         base_top=base_top, guide_top=guide_top, overlap10=o10, overlap100=o100,
         entropy_base=ent_b, entropy_guide=ent_g, jsd=jsd, approx_mass=d.approx_mass,
+        p_token=float(d.probs[token]),
+        top=candidates(d.probs, base_pieces, s.final_top) if s.final_top else (),
         t_base=t_base, t_guide=d.t_guide, t_blend=t_blend,
     )

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import blend
-from .decide import Decider, build_step, check_pair, provenance_of
+from .decide import Decider, build_step, candidates, check_pair, provenance_of
 from .engine import Engine, set_tokens
 from .errors import ContextOverflowError
 from .output import OutputText
@@ -37,6 +37,7 @@ class Generation:
         self.tally = Tally()
         self.stop_reason: StopReason | None = None
         self.prompt_tokens = 0
+        self.cached_tokens = 0  # prompt tokens the driving model already held (reuse_cache)
         self.prefill_s = 0.0
         self.syncs: list[TextSync] = []  # their first catch-up (the guide's prompt) is prefill
         self._cancelled = False
@@ -70,11 +71,15 @@ class Generation:
 
     def __iter__(self) -> Iterator[Step]:
         self._started = time.perf_counter()
-        # Every generation starts from empty caches: reusing a previous prompt's KV would change
-        # batch shapes, hence logits in the last bits, hence near-tie tokens (spec §3).
+        # By default every generation starts from empty caches: reusing a previous prompt's KV
+        # changes batch shapes, hence logits in the last bits, hence near-tie tokens (spec §3).
+        # With reuse_cache the caches keep their tokens and each prompt evaluates only what differs
+        # from them (set_tokens); the last cached position is always evaluated again, so no stale
+        # logits row can be read.
         for engine in (self.pair.base, self.pair.guide, self.pair.anti):
             if engine is not None and not getattr(engine, "stateless", False):
-                engine.rollback(0)
+                keep = max(len(engine.tokens) - 1, 0) if self.settings.reuse_cache else 0
+                engine.rollback(keep)
         try:
             for step in self._steps():
                 self.tally.add(step)
@@ -155,7 +160,7 @@ class Generation:
                 f"the prompt is {len(ids)} tokens for {engine.name}, which has a context of "
                 f"{engine.n_ctx}: shorten it or raise --n-ctx"
             )
-        set_tokens(engine, ids)
+        self.cached_tokens = len(ids) - set_tokens(engine, ids)
         self.prompt_tokens = len(ids)
         self.prefill_s += time.perf_counter() - t0
         return ids
@@ -248,6 +253,7 @@ class Generation:
             index=index, token=token, piece=piece, text=text, provenance=provenance,
             intervened=False, b=top if is_base else None, g=None if is_base else top,
             p_base_token=chosen if is_base else None, p_guide_token=None if is_base else chosen,
+            p_token=chosen, top=candidates(p, engine.pieces(), n) if (n := self.settings.final_top) else (),
             t_base=t_model if is_base else 0.0, t_guide=0.0 if is_base else t_model,
             t_blend=time.perf_counter() - t0,
         )

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 import jinja2
 import jinja2.sandbox
 
+from .errors import UsageError
+
 REFERENCE_SYSTEM = "Answer the question by walking through the reasoning step by step."
+CHAT_SYSTEM = "You are a helpful assistant."  # the default system prompt of chat and serve
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,16 @@ class Conversation:
     @classmethod
     def single(cls, question: str, **kwargs: object) -> Conversation:
         return cls(messages=(Message("user", question),), **kwargs)  # type: ignore[arg-type]
+
+
+def chat_conversation(messages: Sequence[Message], system: str) -> Conversation:
+    """A multi-turn chat (TUI, server) whose next reply answers the last message, the user's.
+
+    Models without a chat template see it in the plain ``User: / Assistant:`` format.
+    """
+    if not messages or messages[-1].role != "user":
+        raise UsageError("the next reply needs a user message last")
+    return Conversation(messages=tuple(messages), system=system, plain=CHAT_FORMAT, chat=True)
 
 
 @dataclass(frozen=True)

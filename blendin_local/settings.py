@@ -47,6 +47,10 @@ class GenerationSettings:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     diagnostics: bool = False  # top-5, entropies, JSD and overlaps at every step (trace / TUI)
     top_n: int = 5
+    final_top: int = 0  # top candidates of each step's final distribution to record (logprobs)
+    # Keep what the KV caches hold from the previous generation and evaluate only the prompt's new
+    # tokens (chat, serve). Off: every generation starts from empty caches, bit-reproducible.
+    reuse_cache: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,6 +65,8 @@ class GenerationSettings:
             raise UsageError(f"--cap must be an intervention rate in (0, 1], got {self.cap}")
         if self.max_tokens < 1:
             raise UsageError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if not 0 <= self.final_top <= 100:
+            raise UsageError(f"final_top (top logprobs) must be in [0, 100], got {self.final_top}")
         if any(not s for s in self.stop):
             raise UsageError("--stop strings must not be empty")
 

@@ -60,6 +60,8 @@ class Step:
     entropy_guide: float | None = None
     jsd: float | None = None
     approx_mass: float | None = None
+    p_token: float | None = None  # the token's probability in the final distribution it was drawn from
+    top: tuple[Candidate, ...] = ()  # that distribution's top candidates (settings.final_top)
     t_base: float = 0.0
     t_guide: float = 0.0
     t_blend: float = 0.0
@@ -71,6 +73,7 @@ class Step:
         d["provenance"] = self.provenance.value
         d["base_top"] = [[c.token, c.text, round(c.prob, 6)] for c in self.base_top]
         d["guide_top"] = [[c.token, c.text, round(c.prob, 6)] for c in self.guide_top]
+        d["top"] = [[c.token, c.text, round(c.prob, 6)] for c in self.top]
         return d
 
 

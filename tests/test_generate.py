@@ -221,3 +221,50 @@ def test_guide_only_runs_at_intervention_steps_and_catches_up_in_batches() -> No
     assert 0 < r.interventions < len(steps)
     # one eval call per intervention at most (prompt + catch-up in one batch each time)
     assert guide.eval_calls <= r.interventions
+
+
+# --- KV reuse across requests (chat, serve) -----------------------------------------------------
+
+def chat_turns(pair: ModelPair, *, reuse: bool, method: str, support: str = "full"):
+    """Three chat turns on one pair: the steps of each reply and the tokens the models evaluated."""
+    from blendin_local.prompts import Message, chat_conversation
+
+    settings = GenerationSettings(method=method, support=support, max_tokens=12, reuse_cache=reuse,
+                                  stop=("\n",))
+    messages: list[Message] = []
+    out = []
+    for question in ("the a b", "a c the", "b b a"):
+        messages.append(Message("user", question))
+        before = sum(e.evaluated_tokens for e in (pair.base, pair.guide) if e is not None)
+        gen = generate(pair, chat_conversation(messages, "sys"), settings)
+        steps = list(gen)
+        after = sum(e.evaluated_tokens for e in (pair.base, pair.guide) if e is not None)
+        out.append((tokens(steps), after - before, gen.cached_tokens, gen.result.prompt_tokens))
+        messages.append(Message("assistant", gen.result.text))
+    return out
+
+
+@pytest.mark.parametrize(("method", "support"), [
+    ("blendin", "full"), ("base", "full"), ("guide", "full"), ("nudging", "full"),
+    ("blendin", "top100"),
+])
+def test_reusing_the_cache_evaluates_less_and_changes_no_token(method: str, support: str) -> None:
+    # Fake logits depend on the context only (no batch-shape effects), so the tokens must match.
+    fresh = chat_turns(cross_pair(1.0, 3.0), reuse=False, method=method, support=support)
+    reused = chat_turns(cross_pair(1.0, 3.0), reuse=True, method=method, support=support)
+    assert [t for t, *_ in reused] == [t for t, *_ in fresh]
+    assert all(cached == 0 for _, _, cached, _ in fresh)
+    assert reused[0][1] == fresh[0][1]  # nothing to reuse on the first turn
+    for (_, n_fresh, _, prompt), (_, n_reused, cached, _) in zip(fresh[1:], reused[1:], strict=True):
+        assert n_reused < n_fresh
+        assert 0 < cached < prompt
+
+
+def test_without_reuse_every_generation_starts_from_empty_caches() -> None:
+    pair = cross_pair()
+    run(pair, max_tokens=5)
+    evaluated = pair.base.evaluated_tokens  # type: ignore[union-attr]
+    gen = generate(pair, CONV, GenerationSettings(max_tokens=5))
+    list(gen)
+    assert gen.cached_tokens == 0
+    assert pair.base.evaluated_tokens - evaluated >= gen.result.prompt_tokens  # type: ignore[union-attr]

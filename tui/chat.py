@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from blendin_local.prompts import CHAT_FORMAT, Conversation, Message
+from blendin_local.prompts import CHAT_SYSTEM, Conversation, Message, chat_conversation
 from blendin_local.steps import Candidate, Provenance, Step
 
 from .chat_schema import SchemaError, check_chat
 
 FORMAT_VERSION = 1
-DEFAULT_SYSTEM = "You are a helpful assistant."
+DEFAULT_SYSTEM = CHAT_SYSTEM
 TITLE_CHARS = 60
 
 
@@ -63,10 +63,7 @@ class Chat:
 
     def conversation(self) -> Conversation:
         """The conversation the next reply answers (the last turn must be the user's)."""
-        if not self.turns or self.turns[-1].role != "user":
-            raise ValueError("the next reply needs a user message last")
-        messages = tuple(Message(t.role, t.content) for t in self.turns)
-        return Conversation(messages=messages, system=self.system, plain=CHAT_FORMAT, chat=True)
+        return chat_conversation([Message(t.role, t.content) for t in self.turns], self.system)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,7 +137,7 @@ def step_from_json(record: dict[str, Any]) -> Step:
     fields = dict(record)
     fields["piece"] = bytes.fromhex(fields["piece"])
     fields["provenance"] = Provenance(fields["provenance"])
-    for key in ("base_top", "guide_top"):
+    for key in ("base_top", "guide_top", "top"):
         fields[key] = tuple(Candidate(int(t), str(s), float(p)) for t, s, p in fields.get(key, ()))
     known = set(Step.__dataclass_fields__)
     return Step(**{k: v for k, v in fields.items() if k in known})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -37,9 +38,13 @@ def methods_to_load(method: str, anti: str | None) -> list[str]:
 @click.option("--resume", is_flag=False, flag_value="last", default=None, metavar="[CHAT_ID|PATH]",
               help="Re-open a saved chat (its id or file; alone: the most recent one).")
 @click.option("--light", is_flag=True, help="Start with the light theme.")
+@click.option("--fresh-cache", is_flag=True,
+              help="Start every reply from empty KV caches (reproducible, slower as the chat "
+                   "grows) instead of evaluating only the new part of the history.")
 @click.pass_context
 def chat_command(
-    ctx: click.Context, system: str, resume: str | None, light: bool, **opts: Any
+    ctx: click.Context, system: str, resume: str | None, light: bool, fresh_cache: bool,
+    **opts: Any,
 ) -> None:
     """Chat in the terminal with BlendIn: tokens coloured by who chose them, live statistics.
 
@@ -48,7 +53,7 @@ def chat_command(
     exports Markdown, ctrl+p lists every action, ctrl+q quits. Chats are saved after every
     message (in $BLENDIN_CHATS_DIR or the user data directory).
     """
-    settings = settings_from_options(opts, diagnostics=True)
+    settings = replace(settings_from_options(opts, diagnostics=True), reuse_cache=not fresh_cache)
     methods = methods_to_load(settings.method, opts.get("anti"))
     # Name a missing model now, on the command line, rather than inside the app.
     if any(m in NEEDS_BASE for m in methods):

@@ -58,10 +58,14 @@ def test_command_builds_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = made["settings"]
     assert (settings.method, settings.gamma, settings.alpha, settings.diagnostics) == (
         "base", 0.3, 0.5, True)
+    assert settings.reuse_cache  # a chat evaluates only the new part of its history
     assert made["system"] == "Hi." and made["resume"] == "last"
     assert {"method", "gamma", "alpha", "system"} <= set(made["keep"])
     assert "support" not in made["keep"]
     assert callable(made["load_pair"])
+    result = CliRunner().invoke(command.chat_command, ["--fresh-cache"])
+    assert result.exit_code == 0, result.output
+    assert not made["settings"].reuse_cache
 
 
 def test_bad_options_fail_before_the_app_starts() -> None:

@@ -1,0 +1,1 @@
+"""``blendin-local serve``: BlendIn behind an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""

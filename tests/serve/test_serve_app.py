@@ -1,0 +1,255 @@
+"""The HTTP layer on fake engines (fast): error statuses and shapes, auth, limits, the queue, and
+cancellation on disconnect. Real uvicorn servers on loopback; raw requests through httpx."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import httpx
+import openai
+import pytest
+from serve_helpers import API_KEY, SlowGeneration, running
+
+from blendin_local.generate import Generation
+from blendin_local.serve.app import ServeConfig, create_app
+from blendin_local.settings import GenerationSettings
+from blendin_local.steps import StopReason
+
+from fakes import cross_pair
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+CHAT = {"model": "blendin", "messages": [{"role": "user", "content": "the a b"}], "max_tokens": 8}
+DEFAULTS = GenerationSettings(reuse_cache=True, max_tokens=16)
+
+
+def config(**kw: object) -> ServeConfig:
+    return ServeConfig(**{"defaults": DEFAULTS, "api_key": API_KEY, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with running(create_app(cross_pair(), config(max_body_bytes=4096, max_tokens_limit=64,
+                                                 max_prompt_chars=500))) as base:
+        yield base
+
+
+def post(url: str, body: object, *, headers: dict[str, str] | None = None, raw: bytes | None = None,
+         path: str = "/v1/chat/completions") -> httpx.Response:
+    content = raw if raw is not None else json.dumps(body).encode()
+    return httpx.post(url + path, content=content, timeout=30,
+                      headers={"Content-Type": "application/json", **AUTH, **(headers or {})})
+
+
+def assert_error(r: httpx.Response, status: int, code: str, *words: str) -> None:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["type"] and err["message"]
+    assert "Traceback" not in r.text
+    for w in words:
+        assert w in err["message"]
+
+
+@pytest.mark.parametrize(("body", "status", "code", "words"), [
+    ({**CHAT, "model": "gpt-4"}, 404, "model_not_found", ("gpt-4", "blendin")),
+    ({**CHAT, "gamma": 2}, 422, "invalid_value", ("gamma",)),
+    ({**CHAT, "messages": []}, 422, "invalid_value", ("messages",)),
+    ({**CHAT, "messages": [{"role": "assistant", "content": "hi"}]}, 422, "invalid_value", ("user",)),
+    ({**CHAT, "max_tokens": 65}, 422, "invalid_value", ("max_tokens", "64")),
+    ({**CHAT, "n": 2}, 422, "invalid_value", ("n",)),
+    ({**CHAT, "alpha": 1.5}, 422, "invalid_value", ("alpha",)),
+    ({**CHAT, "cap": 0}, 422, "invalid_value", ("cap",)),
+    ({**CHAT, "method": "magic"}, 422, "invalid_value", ("method", "magic")),
+    ({**CHAT, "temperature": -1}, 422, "invalid_value", ("temperature",)),
+    ({**CHAT, "messages": [{"role": "user", "content": "a" * 501}]}, 400, "context_length_exceeded",
+     ("500",)),
+])
+def test_bad_requests_get_a_status_and_a_message(url: str, body: dict, status: int, code: str,
+                                                  words: tuple[str, ...]) -> None:
+    assert_error(post(url, body), status, code, *words)
+
+
+def test_malformed_json_is_400(url: str) -> None:
+    assert_error(post(url, None, raw=b'{"model": "blendin", "messages": ['), 400, "invalid_json", "JSON")
+    assert_error(post(url, None, raw=b"[1, 2]"), 400, "invalid_json")
+
+
+def test_wrong_or_missing_key_is_401_on_every_route(url: str) -> None:
+    for headers in ({"Authorization": "Bearer nope"}, {"Authorization": ""}):
+        assert_error(post(url, CHAT, headers=headers), 401, "invalid_api_key", "API key")
+        assert_error(httpx.get(url + "/v1/models", headers=headers), 401, "invalid_api_key")
+        assert_error(httpx.get(url + "/anything", headers=headers), 401, "invalid_api_key")
+
+
+def test_oversized_body_is_413_announced_or_streamed(url: str) -> None:
+    big = {**CHAT, "user": "x" * 5000}
+    assert_error(post(url, big), 413, "body_too_large", "4096")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer encoding
+        data = json.dumps(big).encode()
+        for i in range(0, len(data), 1000):
+            yield data[i:i + 1000]
+
+    r = httpx.post(url + "/v1/chat/completions", content=chunks(), timeout=30,
+                   headers={"Content-Type": "application/json", **AUTH})
+    assert_error(r, 413, "body_too_large")
+
+
+def test_unknown_route_is_404_in_openai_shape(url: str) -> None:
+    assert_error(httpx.get(url + "/v2/nothing", headers=AUTH), 404, "not_found")
+
+
+def test_chat_streamed_and_not_agree_and_carry_blendin_data(url: str) -> None:
+    client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "the a b"}]
+    whole = client.chat.completions.create(model="blendin", messages=messages, max_tokens=8,
+                                           extra_body={"gamma": 1.0})
+    chunks = list(client.chat.completions.create(model="blendin", messages=messages, max_tokens=8,
+                                                 stream=True, extra_body={"gamma": 1.0},
+                                                 stream_options={"include_usage": True}))
+    steps = [c.model_extra["blendin"]["step"] for c in chunks if c.choices and c.choices[0].delta.content
+             is not None and "step" in (c.model_extra or {}).get("blendin", {})]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [s["index"] for s in steps] == list(range(len(steps))) == \
+        [s["index"] for s in whole.model_extra["blendin"]["steps"]]
+    assert all(s["intervened"] for s in steps)  # gamma 1: every step blends
+    result = whole.model_extra["blendin"]["result"]
+    assert result["interventions"] == whole.usage.completion_tokens == len(steps)
+    assert result["settings"]["gamma"] == 1.0
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(steps)
+    assert {c.id for c in chunks} == {chunks[0].id}
+
+
+def test_logprobs_are_those_of_the_final_distribution(url: str) -> None:
+    client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+    r = client.chat.completions.create(model="blendin", messages=[{"role": "user", "content": "the"}],
+                                       max_tokens=6, logprobs=True, top_logprobs=3)
+    steps = r.model_extra["blendin"]["steps"]
+    content = r.choices[0].logprobs.content
+    assert len(content) == len(steps)
+    for lp, step in zip(content, steps, strict=True):
+        assert lp.logprob == pytest.approx(__import__("math").log(step["p_token"]))
+        assert len(lp.top_logprobs) == 3
+        assert [t.logprob for t in lp.top_logprobs] == sorted((t.logprob for t in lp.top_logprobs),
+                                                               reverse=True)
+        assert lp.top_logprobs[0].logprob >= lp.logprob  # greedy picks the top one
+    plain = client.completions.create(model="base", prompt="the", max_tokens=4, logprobs=2)
+    assert len(plain.choices[0].logprobs.tokens) == plain.usage.completion_tokens
+    assert all(len(t) <= 2 for t in plain.choices[0].logprobs.top_logprobs)
+
+
+def test_a_followup_turn_reuses_the_cached_prompt(url: str) -> None:
+    client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+    first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the a"}]
+    r1 = client.chat.completions.create(model="base", messages=first, max_tokens=4)
+    turn2 = [*first, {"role": "assistant", "content": r1.choices[0].message.content},
+             {"role": "user", "content": "b c"}]
+    r2 = client.chat.completions.create(model="base", messages=turn2, max_tokens=4)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    assert r1.usage.prompt_tokens - 2 <= cached < r2.usage.prompt_tokens
+
+
+# --- the queue ------------------------------------------------------------------------------------
+
+def slow_pair_app(made: list[Generation], **kw: object):  # -> FastAPI
+    def slow(pair, conv, settings):  # type: ignore[no-untyped-def]
+        gen = SlowGeneration(pair, conv, settings)
+        made.append(gen)
+        return gen
+
+    return create_app(cross_pair(), config(**kw), generate_fn=slow)
+
+
+def stream_in_thread(url: str, body: dict, seen: list[str], n_chunks: int | None = None) -> threading.Thread:
+    """Stream ``body``; stop reading (disconnect) after ``n_chunks`` data lines if given."""
+
+    def run() -> None:
+        with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "stream": True},
+                          headers=AUTH, timeout=60) as r:
+            seen.append(f"status {r.status_code}")
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    seen.append(line)
+                    if n_chunks is not None and len(seen) > n_chunks:
+                        return  # closes the connection mid-stream
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_full_queue_gets_429_with_retry_after() -> None:
+    made: list[Generation] = []
+    with running(slow_pair_app(made, queue_size=1)) as url:
+        running_seen: list[str] = []
+        a = stream_in_thread(url, {**CHAT, "max_tokens": 40, "gamma": 0}, running_seen)
+        wait_until(lambda: len(running_seen) > 1)  # A decodes
+        waiting_seen: list[str] = []
+        b = stream_in_thread(url, CHAT, waiting_seen)
+        wait_until(lambda: len(made) == 1 and "status" not in "".join(waiting_seen)
+                   and b.is_alive())
+        time.sleep(0.3)  # B reaches the queue
+        r = post(url, CHAT)
+        assert_error(r, 429, "queue_full", "busy")
+        assert r.headers["Retry-After"] == "5"
+        a.join(30)
+        b.join(30)
+        assert waiting_seen[0] == "status 200" and waiting_seen[-1] == "data: [DONE]"
+
+
+def test_waiting_too_long_is_503() -> None:
+    made: list[Generation] = []
+    with running(slow_pair_app(made, queue_timeout_s=0.3)) as url:
+        seen: list[str] = []
+        a = stream_in_thread(url, {**CHAT, "max_tokens": 30, "gamma": 0}, seen)
+        wait_until(lambda: len(seen) > 1)
+        r = post(url, CHAT)
+        assert_error(r, 503, "queue_timeout", "waited")
+        assert "Retry-After" in r.headers
+        a.join(30)
+        assert seen[-1] == "data: [DONE]"
+        assert len(made) == 1  # the timed-out request never ran
+
+
+def test_a_client_that_disconnects_cancels_its_generation() -> None:
+    made: list[Generation] = []
+    with running(slow_pair_app(made)) as url:
+        seen: list[str] = []
+        body = {**CHAT, "max_tokens": 60, "gamma": 0, "stop": ["never-said"]}
+        stream_in_thread(url, body, seen, n_chunks=3).join(30)
+        wait_until(lambda: made and made[0].stop_reason is not None)
+        assert made[0].stop_reason is StopReason.CANCELLED
+        assert made[0].result.tokens < 30
+        r = post(url, {**CHAT, "max_tokens": 3})  # the worker is free again
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+
+
+def test_fresh_cache_setting_is_per_server() -> None:
+    pair = cross_pair()
+    fresh = replace(DEFAULTS, reuse_cache=False)
+    with running(create_app(pair, config(defaults=fresh))) as url:
+        for _ in range(2):
+            r = post(url, CHAT).json()
+            assert r["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_a_crash_is_500_without_internals() -> None:
+    def broken(pair, conv, settings):  # type: ignore[no-untyped-def]
+        raise RuntimeError("secret internals")
+
+    with running(create_app(cross_pair(), config(), generate_fn=broken)) as url:
+        r = post(url, CHAT)
+        assert_error(r, 500, "internal_error", "server")
+        assert "secret" not in r.text
+        assert post(url, {**CHAT, "stream": True}).status_code == 500
