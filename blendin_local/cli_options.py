@@ -41,9 +41,9 @@ model_options = _stack(
                  help="Layers to offload to the GPU (-1 = all; no effect on a CPU build)."),
     click.option("--threads", type=click.IntRange(min=1), default=None,
                  help="CPU threads [default: llama.cpp's choice]."),
-    click.option("--api-key", envvar="BLENDIN_API_KEY", default=None,
-                 help="Bearer key for a remote model (--base http://HOST:PORT/v1#MODEL) "
-                      "[env: BLENDIN_API_KEY]."),
+    click.option("--remote-api-key", envvar="BLENDIN_REMOTE_API_KEY", default=None,
+                 help="Bearer key sent to a remote model's server (--base http://HOST:PORT/v1#MODEL) "
+                      "[env: BLENDIN_REMOTE_API_KEY]."),
     click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
                  show_default=True, help="Seconds to wait for a remote model's server."),
     click.option("--remote-chunk", type=click.IntRange(min=1), default=16, show_default=True,
@@ -109,7 +109,7 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
         opts.get("anti") if "proxy" in methods else None,
         n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
         seed=opts.get("seed") or 0,
-        remote={"api_key": opts.get("api_key"), "timeout": opts.get("timeout", 60.0),
+        remote={"api_key": opts.get("remote_api_key"), "timeout": opts.get("timeout", 60.0),
                 "chunk_tokens": opts.get("remote_chunk", 16)},
     )
     for message in option_warnings(opts, methods, pair):

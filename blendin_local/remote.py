@@ -24,7 +24,7 @@ import httpx
 
 from .errors import BlendinError, UsageError
 
-API_KEY_ENV = "BLENDIN_API_KEY"
+API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
 
 class RemoteError(BlendinError):
@@ -197,7 +197,7 @@ class RemoteModel:
         url = self.spec.url
         if status in (401, 403):
             raise RemoteError(f"{url} refused the request ({status}): give the API key with "
-                              f"--api-key or ${API_KEY_ENV}")
+                              f"--remote-api-key or ${API_KEY_ENV}")
         if status == 404:
             if "model" in message.lower():
                 raise RemoteError(f"{url} does not serve model {self.spec.model!r}: {message}")

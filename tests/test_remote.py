@@ -227,9 +227,9 @@ def test_the_api_key_is_sent_as_bearer(monkeypatch):
 
     with scripted_server({"GET /v1/models": record}) as (url, _):
         model_at(url, api_key="sk-1").check()
-        monkeypatch.setenv("BLENDIN_API_KEY", "sk-env")
+        monkeypatch.setenv("BLENDIN_REMOTE_API_KEY", "sk-env")
         model_at(url).check()
-        monkeypatch.delenv("BLENDIN_API_KEY")
+        monkeypatch.delenv("BLENDIN_REMOTE_API_KEY")
         model_at(url).check()
     assert seen_keys == ["Bearer sk-1", "Bearer sk-env", None]
 
