@@ -171,7 +171,7 @@ def bench_command(max_tokens: int, rounds: int, as_json: bool, chat: bool, **opt
     """Speed and memory of every method against spec §8's targets, measured in one run."""
     from .cli_options import pair_from_options
 
-    pair = pair_from_options(opts, ["blendin"])
+    pair = pair_from_options(opts, ["blendin"], remote_base=False)
     if chat:
         from .chat_bench import print_chat_report, run_chat_bench
 

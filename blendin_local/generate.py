@@ -133,7 +133,7 @@ class Generation:
     # --- step sources ---------------------------------------------------------------------
     def _steps(self) -> Iterator[Step]:
         s = self.settings
-        if getattr(self.pair.base, "stateless", False):
+        if s.method != "guide" and getattr(self.pair.base, "stateless", False):
             from .remote_steps import remote_steps
 
             return remote_steps(self)

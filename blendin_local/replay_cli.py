@@ -98,7 +98,7 @@ def replay_command(prompt: str | None, continuation: str | None, from_trace: str
     items = _read_items(prompt, continuation, from_trace, jsonl)
     settings = settings_from_options(opts)
     with streaming_output(out, "--out") as out_file:  # the file is replaced on success only
-        pair = pair_from_options(opts, [settings.method])
+        pair = pair_from_options(opts, [settings.method], remote_base=False)
         _show(pair, items, settings, system, chat, stepwise, out_file, Console())
 
 

@@ -99,3 +99,22 @@ def test_a_remote_base_dying_mid_answer_keeps_the_text_and_says_why():
     assert proc.stderr.strip().splitlines() == [
         f"error: the connection to {url} dropped mid-stream after 2 tokens: "
         + proc.stderr.split("after 2 tokens: ", 1)[1].strip()]
+
+
+@pytest.mark.parametrize("args", [
+    ["bench"], ["replay", PROMPT, "--continuation", "x"], ["diagnose"],
+    ["generate", "--guide", "http://127.0.0.1:9/v1#g", PROMPT],
+])
+def test_commands_that_cannot_use_a_server_model_say_so_before_loading(args):
+    base = [] if "--guide" in args else ["--base", "http://127.0.0.1:9/v1#m"]
+    proc = run(*args, *base)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and ("not supported here yet" in lines[0] or "runs only as the base" in lines[0])
+
+
+@pytest.mark.integration
+def test_the_guide_method_ignores_a_remote_base(gemma_server):
+    guide_alone = summary("--base", f"{gemma_server}#gemma3-270m", "--method", "guide", "--max-tokens", "8")
+    local = summary("--method", "guide", "--max-tokens", "8")
+    assert guide_alone["text"] == local["text"] and "remote" not in guide_alone

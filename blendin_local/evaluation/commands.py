@@ -225,7 +225,7 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
                                                   report=_bad_row)]
     else:
         prompts = list(SAMPLE_PROMPTS[:limit])
-    pair = pair_from_options(opts, ["blendin"])
+    pair = pair_from_options(opts, ["blendin"], remote_base=False)
     assert pair.base is not None and pair.guide is not None
     with _console(stderr=True).status("answering sample prompts") as status:
         d = diagnose(pair, prompts, max_tokens=max_tokens, gamma=gamma,
