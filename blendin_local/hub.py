@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -204,7 +205,7 @@ def _first_line(exc: BaseException) -> str:
 @contextlib.contextmanager
 def _hub_errors(ref: HubRef, filename: Callable[[], str | None]) -> Iterator[None]:
     """Every failure of a Hub call → one ModelFileError line naming what to do."""
-    import httpx2
+    import httpx
     from huggingface_hub import errors as hf
 
     where = f"{ref.repo_id}@{ref.revision}"
@@ -224,12 +225,12 @@ def _hub_errors(ref: HubRef, filename: Callable[[], str | None]) -> Iterator[Non
         raise ModelFileError(f"HF_HUB_OFFLINE is set: cannot fetch {ref}") from None
     except hf.HfHubHTTPError as exc:
         raise ModelFileError(f"the Hub at {endpoint()} refused {ref}: {_first_line(exc)}") from None
-    except (httpx2.ConnectError, httpx2.ConnectTimeout, hf.LocalEntryNotFoundError) as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout, hf.LocalEntryNotFoundError) as exc:
         raise ModelFileError(f"cannot reach the Hugging Face Hub at {endpoint()} ({_first_line(exc)}); "
                              "check the network, or HF_ENDPOINT") from None
-    except httpx2.TransportError as exc:
-        raise ModelFileError(f"download of {ref} interrupted ({_first_line(exc)}); nothing was kept: "
-                             "run the same command again") from None
+    except httpx.TransportError as exc:
+        raise ModelFileError(f"download of {ref} interrupted ({_first_line(exc)}); run the same "
+                             "command again to resume it") from None
     except hf.HFValidationError as exc:
         raise UsageError(f"bad Hub reference {ref}: {_first_line(exc)}") from None
     except OSError as exc:
@@ -266,6 +267,27 @@ def _progress(show: bool) -> Iterator[None]:
         logging.set_verbosity(level)
 
 
+RESUME_TRIES = 5
+
+
+def _download_resuming(download: Callable[[], Path]) -> Path:
+    """Run ``download`` again (up to RESUME_TRIES times) when the transfer drops: huggingface_hub
+    keeps the partial ``<etag>.incomplete`` blob and continues it with an HTTP Range request, within
+    this call and in the next run alike. Connection refusals are not retried (the Hub is down)."""
+    import httpx
+
+    for attempt in range(RESUME_TRIES):
+        try:
+            return download()
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise
+        except httpx.TransportError:
+            if attempt == RESUME_TRIES - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def fetch(spec: str | HubRef, *, sha256: str | None = None, force: bool = False,
           progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Download ``spec`` into the Hub cache (progress bar, resumes a dropped transfer) and check it.
@@ -273,7 +295,8 @@ def fetch(spec: str | HubRef, *, sha256: str | None = None, force: bool = False,
     A file already cached is checked, not downloaded (no network), unless ``force``. The check is
     the Hub's LFS sha256 (or git blob id) and, when given, the pinned ``sha256``; a fresh download
     that fails it is removed, so nothing is left under the final name. A transfer that drops is
-    resumed (HTTP Range) up to 5 times within this call; one that still fails leaves nothing behind.
+    resumed (HTTP Range) up to 5 times within this call; one that still fails keeps its partial
+    ``.incomplete`` blob (never a file under the final name), which the next run resumes.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
@@ -300,8 +323,9 @@ def fetch(spec: str | HubRef, *, sha256: str | None = None, force: bool = False,
         if meta.size:
             _check_space(meta.size, hub_cache(), f"{ref.repo_id}/{name}")
             log(f"downloading {ref.repo_id}/{name} ({meta.size / 1e6:.0f} MB) from {endpoint()}")
-        path = Path(hf_hub_download(ref.repo_id, name, revision=ref.revision, cache_dir=str(hub_cache()),
-                                    endpoint=endpoint(), force_download=force))
+        path = _download_resuming(lambda: Path(hf_hub_download(
+            ref.repo_id, name, revision=ref.revision, cache_dir=str(hub_cache()),
+            endpoint=endpoint(), force_download=force)))
     problem = _mismatch(path, meta.etag, sha256)
     if problem:
         _discard(path)

@@ -162,15 +162,26 @@ def test_a_dropped_transfer_resumes_with_a_range_request(fake_hub, tiny_bytes):
     assert models.resolve_model(REF).read_bytes() == data
 
 
-def test_a_transfer_that_keeps_failing_leaves_nothing(fake_hub, hub_cache, tiny_bytes):
-    fake_hub.add(REPO, FILE, tiny_bytes[0], drops=[50_000] + [0] * 10)
+def test_an_interrupted_fetch_resumes_in_the_next_run(fake_hub, hub_cache, tiny_bytes):
+    """Every try of the first run drops: one line, no file under the final name, the partial blob
+    kept; the next run continues it with a Range request instead of starting over. (Writes are in
+    10 MB chunks, so the file is larger than one, as in the test above.)"""
+    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
+
+    data = tiny_bytes[0] + bytes(range(256)) * (2 * DOWNLOAD_CHUNK_SIZE // 256)
+    cut = DOWNLOAD_CHUNK_SIZE * 6 // 5
+    fake_hub.add(REPO, FILE, data, drops=[cut] + [0] * 10)
     assert_one_line_error(run_cli("models", "fetch", REF), "interrupted", "run the same command again")
-    assert leftovers(hub_cache) == []
+    assert [p for p in leftovers(hub_cache) if not p.endswith(".incomplete")] == []
     with pytest.raises(ModelFileError, match="not fetched yet"):
         models.resolve_model(REF)
-    # The next run starts over and succeeds.
+    fake_hub.repos[REPO][FILE].drops.clear()
+    before = len(fake_hub.gets(FILE))
     assert run_cli("models", "fetch", REF).returncode == 0
-    assert models.resolve_model(REF).read_bytes() == tiny_bytes[0]
+    resumed = fake_hub.gets(FILE)[before].range
+    assert resumed is not None and 0 < int(resumed.removeprefix("bytes=").removesuffix("-")) <= cut
+    assert models.resolve_model(REF).read_bytes() == data
+    assert not any(p.endswith(".incomplete") for p in leftovers(hub_cache))
 
 
 # --- checks ----------------------------------------------------------------------------------------
