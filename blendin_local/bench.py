@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from . import blend
-from .cli_options import model_options
+from .cli_options import model_options, refuse_remote_base
 from .generate import generate
 from .pair import ModelPair
 from .prompts import Conversation
@@ -171,7 +171,8 @@ def bench_command(max_tokens: int, rounds: int, as_json: bool, chat: bool, **opt
     """Speed and memory of every method against spec §8's targets, measured in one run."""
     from .cli_options import pair_from_options
 
-    pair = pair_from_options(opts, ["blendin"], remote_base=False)
+    refuse_remote_base(opts)
+    pair = pair_from_options(opts, ["blendin"])
     if chat:
         from .chat_bench import print_chat_report, run_chat_bench
 

@@ -93,11 +93,22 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
+def refuse_remote_base(opts: dict[str, Any]) -> None:
+    """For commands that read the base's dense logits (bench, replay, diagnose): a base behind a
+    server cannot run there yet; say so before anything loads."""
+    from .remote import RemoteSpec
+
+    if RemoteSpec.is_remote(opts.get("base") or ""):
+        command = click.get_current_context(silent=True)
+        name = command.info_name if command is not None else "this command"
+        raise UsageError(f"{name} needs the base's full distributions: a base on a server is not "
+                         "supported here yet (generate, chat, eval and serve run it)")
+
+
 def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
-                      warn: Callable[[str], None] = _warn, *, remote_base: bool = True) -> ModelPair:
+                      warn: Callable[[str], None] = _warn) -> ModelPair:
     """Load only the models the given methods need (default pair where not named); odd choices
-    (see :mod:`option_warnings`) go to ``warn``. ``remote_base``: whether this command can run on
-    a base behind a server (those reading dense logits, e.g. replay, cannot yet)."""
+    (see :mod:`option_warnings`) go to ``warn``."""
     from .option_warnings import option_warnings
     from .remote import RemoteSpec
 
@@ -105,11 +116,6 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
         if RemoteSpec.is_remote(opts.get(flag) or ""):
             raise UsageError(f"--{flag.replace('anti', 'anti-expert')}: a model on a server runs only "
                              "as the base for now: give a local GGUF")
-    if not remote_base and RemoteSpec.is_remote(opts.get("base") or ""):
-        command = click.get_current_context(silent=True)
-        name = command.info_name if command is not None else "this command"
-        raise UsageError(f"{name} needs the base's full distributions: a base on a server is not "
-                         "supported here yet (generate, chat, eval and serve run it)")
     need_base = any(m in NEEDS_BASE for m in methods)
     need_guide = any(m in NEEDS_GUIDE for m in methods)
     if "proxy" in methods and not opts.get("anti"):

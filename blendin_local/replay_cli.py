@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from .cli_options import decoding_options, model_options, pair_from_options, settings_from_options
+from .cli_options import (
+    decoding_options,
+    model_options,
+    pair_from_options,
+    refuse_remote_base,
+    settings_from_options,
+)
 from .errors import UsageError
 from .fileio import StreamingOutput, streaming_output
 from .pair import ModelPair
@@ -95,10 +101,11 @@ def replay_command(prompt: str | None, continuation: str | None, from_trace: str
     α, and which token it would choose."""
     from rich.console import Console
 
+    refuse_remote_base(opts)
     items = _read_items(prompt, continuation, from_trace, jsonl)
     settings = settings_from_options(opts)
     with streaming_output(out, "--out") as out_file:  # the file is replaced on success only
-        pair = pair_from_options(opts, [settings.method], remote_base=False)
+        pair = pair_from_options(opts, [settings.method])
         _show(pair, items, settings, system, chat, stepwise, out_file, Console())
 
 

@@ -9,7 +9,13 @@ from typing import Any, TypeVar
 
 import click
 
-from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
+from ..cli_options import (
+    decoding_options,
+    model_options,
+    pair_from_options,
+    refuse_remote_base,
+    settings_from_options,
+)
 from ..errors import UsageError
 from ..fileio import path_error, write_text_atomically
 from ..models import default_model
@@ -225,7 +231,8 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
                                                   report=_bad_row)]
     else:
         prompts = list(SAMPLE_PROMPTS[:limit])
-    pair = pair_from_options(opts, ["blendin"], remote_base=False)
+    refuse_remote_base(opts)
+    pair = pair_from_options(opts, ["blendin"])
     assert pair.base is not None and pair.guide is not None
     with _console(stderr=True).status("answering sample prompts") as status:
         d = diagnose(pair, prompts, max_tokens=max_tokens, gamma=gamma,
