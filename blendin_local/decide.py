@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import blend
+from .engine import is_remote
 from .errors import UsageError
 from .pair import ModelPair, prompt_for
 from .projection import Projection
@@ -43,7 +44,7 @@ def check_pair(pair: ModelPair, settings: GenerationSettings) -> None:
         raise UsageError(f"method {settings.method!r} needs a guide model (--guide)")
     if settings.method == "proxy" and pair.anti is None:
         raise UsageError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
-    if getattr(pair.base, "stateless", False):
+    if is_remote(pair.base):
         return  # remote bases are checked by remote_steps, with the server's facts at hand
     if settings.method in NEEDS_BASE and settings.method != "nudging" and pair.guide is not None:
         if pair.projection is None:

@@ -7,10 +7,13 @@ scripted in-memory logits for tests. Token text is always ``bytes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from .remote import RemoteModel
 
 
 class Engine(Protocol):
@@ -64,6 +67,12 @@ class Engine(Protocol):
         """Append ``ids`` and return ``(len(ids), n_vocab)`` logits, row i predicting the id after
         ``ids[i]`` (one batched evaluation; used by replay)."""
         ...
+
+
+def is_remote(engine: object) -> TypeGuard[RemoteModel]:
+    """A model behind a server (``remote.RemoteModel``): stateless, top-k logprobs as strings, no
+    vocabulary, template or KV cache to read."""
+    return bool(getattr(engine, "stateless", False))
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import blend
 from .decide import Decider, build_step, candidates, check_pair, provenance_of
-from .engine import Engine, set_tokens
+from .engine import Engine, is_remote, set_tokens
 from .errors import ContextOverflowError
 from .output import OutputText
 from .pair import ModelPair, prompt_for
@@ -77,7 +77,7 @@ class Generation:
         # from them (set_tokens); the last cached position is always evaluated again, so no stale
         # logits row can be read.
         for engine in (self.pair.base, self.pair.guide, self.pair.anti):
-            if engine is not None and not getattr(engine, "stateless", False):
+            if engine is not None and not is_remote(engine):
                 keep = max(len(engine.tokens) - 1, 0) if self.settings.reuse_cache else 0
                 engine.rollback(keep)
         try:
@@ -121,9 +121,8 @@ class Generation:
 
     def _remote_traffic(self, seconds: float) -> dict[str, object] | None:
         """Requests, bytes and waiting time per remote model, and the client's own ms per token."""
-        remote = {role: getattr(engine, "traffic").to_dict() for role, engine in  # noqa: B009
-                  (("base", self.pair.base), ("guide", self.pair.guide))
-                  if getattr(engine, "stateless", False)}
+        remote = {role: engine.traffic.to_dict() for role, engine in
+                  (("base", self.pair.base), ("guide", self.pair.guide)) if is_remote(engine)}
         if not remote:
             return None
         waited = sum(float(t["seconds"]) for t in remote.values())
@@ -133,7 +132,7 @@ class Generation:
     # --- step sources ---------------------------------------------------------------------
     def _steps(self) -> Iterator[Step]:
         s = self.settings
-        if s.method != "guide" and getattr(self.pair.base, "stateless", False):
+        if s.method != "guide" and is_remote(self.pair.base):
             from .remote_steps import remote_steps
 
             return remote_steps(self)

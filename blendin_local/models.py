@@ -20,6 +20,7 @@ import platformdirs
 
 from . import catalog, hub
 from .catalog import CatalogEntry, PackageSource, models_dir
+from .engine import is_remote
 from .errors import ModelFileError, UsageError
 from .pair import ModelPair
 from .projection import load_or_build
@@ -155,7 +156,7 @@ def load_pair(
     b = load_engine(base, **kw) if base else None
     g = load_engine(guide, **kw) if guide else None
     a = load_engine(anti, **kw) if anti else None
-    local = [e for e in (b, g, a) if e is not None and not getattr(e, "stateless", False)]
+    local = [e for e in (b, g, a) if e is not None and not is_remote(e)]
     for engine in local:  # the vocabulary tables, built once here rather than mid-answer
         engine.pieces(), engine.control_ids(), engine.eog_ids()
     if a is not None and g is not None and a.pieces() != g.pieces():

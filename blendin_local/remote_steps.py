@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 REMOTE_METHODS = ("base", "blendin", "ensemble")
 
 
-def is_remote(engine: object) -> bool:
-    return isinstance(engine, RemoteModel)
-
-
 def check_remote_pair(gen: Generation) -> None:
     """One clear error when the method cannot run on these engines."""
     s, base = gen.settings, gen.pair.base
@@ -49,10 +45,6 @@ def check_remote_pair(gen: Generation) -> None:
         raise UsageError("a remote base decodes greedily (the paper's setting): use --temperature 0")
     if isinstance(gen.pair.guide, RemoteModel):
         raise UsageError("a remote guide is not supported yet: run the guide locally (a GGUF)")
-
-
-def _position_probs(position: Position) -> dict[str, float]:
-    return {s: float(np.exp(lp)) for s, lp in position.top.items()}
 
 
 def remote_steps(gen: Generation) -> Iterator[Step]:
@@ -119,7 +111,7 @@ def _blend_step(gen: Generation, position: Position, guide_sync: TextSync, guide
     guide_sync.update(gen.output.y)
     p_guide = blend.softmax(guide_sync.engine.logits())
     t2 = time.perf_counter()
-    bd = _position_probs(position)
+    bd = position.probs()
     gd = string_distribution(p_guide, guide_strings)
     b, g = max(bd.values()), float(p_guide.max())
     mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
