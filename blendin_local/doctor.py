@@ -159,8 +159,10 @@ def _llama_build(probe: ProbeCommand, host_flags: set[str] | None) -> Iterator[C
 
 
 def _threads() -> Check:
+    from .option_warnings import cpu_count
+
     cores = os.cpu_count() or 1
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    usable = cpu_count()
     decode = max(cores // 2, 1)  # llama-cpp-python's defaults, used unless --threads is given
     return Check("threads", OK, f"{cores} cores ({usable} usable); decode uses {decode} "
                                 f"thread{'s' if decode != 1 else ''} unless --threads is given, "
