@@ -12,7 +12,7 @@ from .models import default_model, load_pair
 from .pair import ModelPair
 from .params import SEED, TEXT
 from .sampling import SamplingSettings
-from .settings import METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
+from .settings import COMPATS, METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +72,9 @@ decoding_options = _stack(
     click.option("--min-p", type=float, default=0.0, show_default=True),
     click.option("--seed", type=SEED, default=None, help="Seed for sampling (same seed ⇒ same text)."),
     click.option("--stop", type=TEXT, multiple=True, help="Stop string (repeatable)."),
+    click.option("--compat", type=click.Choice(COMPATS), default="native", show_default=True,
+                 help="paper: reproduce the reference implementation's decisions over two servers "
+                      "(--base URL#MODEL --guide URL#MODEL; see README, Paper-exact mode)."),
 )
 
 
@@ -85,7 +88,7 @@ def settings_from_options(opts: dict[str, Any], *, diagnostics: bool = False) ->
         method=opts["method"], gamma=opts["gamma"], alpha=parse_alpha(opts["alpha"]),
         support=opts["support"], cap=opts["cap"], guide_can_stop=opts["guide_can_stop"],
         max_tokens=opts["max_tokens"], stop=tuple(opts["stop"]), sampling=sampling,
-        diagnostics=diagnostics,
+        diagnostics=diagnostics, compat=opts.get("compat", "native"),
     )
 
 
@@ -113,7 +116,8 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
     from .remote import RemoteSpec
 
     for flag in ("guide", "anti"):
-        if RemoteSpec.is_remote(opts.get(flag) or ""):
+        paper_guide = flag == "guide" and opts.get("compat") == "paper"
+        if RemoteSpec.is_remote(opts.get(flag) or "") and not paper_guide:
             raise UsageError(f"--{flag.replace('anti', 'anti-expert')}: a model on a server runs only "
                              "as the base for now: give a local GGUF")
     need_base = any(m in NEEDS_BASE for m in methods)

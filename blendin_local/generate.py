@@ -48,6 +48,8 @@ class Generation:
         self.output = OutputText(self._stops())
 
     def _stops(self) -> tuple[str, ...]:
+        if self.settings.compat == "paper":  # the reference stops on the base's finish only
+            return tuple(self.settings.stop)
         stops = tuple(self.settings.stop) + tuple(self.conv.extra_stops)
         role = "guide" if self.settings.method == "guide" else "base"
         driver = self.pair.guide if role == "guide" else self.pair.base
@@ -126,12 +128,17 @@ class Generation:
         if not remote:
             return None
         waited = sum(float(t["seconds"]) for t in remote.values())
-        own = max(seconds - waited - self.tally.t_guide, 0.0)  # t_guide: a local guide's work
+        local_guide = 0.0 if is_remote(self.pair.guide) else self.tally.t_guide
+        own = max(seconds - waited - local_guide, 0.0)
         return {**remote, "client_ms_per_token": round(1000 * own / max(self.tally.tokens, 1), 3)}
 
     # --- step sources ---------------------------------------------------------------------
     def _steps(self) -> Iterator[Step]:
         s = self.settings
+        if s.compat == "paper":
+            from .paper_steps import paper_steps
+
+            return paper_steps(self)
         if s.method != "guide" and is_remote(self.pair.base):
             from .remote_steps import remote_steps
 

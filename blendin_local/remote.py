@@ -305,6 +305,29 @@ class RemoteModel:
                               "support the completions API's logprobs)")
         return positions
 
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One non-streaming completions request sending exactly ``body`` plus the model name (as
+        the reference's ``openai`` client does): the answer's first choice, checked to be an object."""
+        t0 = time.perf_counter()
+        response = self._send("POST", "/completions", {"model": self.spec.model, **body})
+        try:
+            data = json.loads(response.read())
+            self.traffic.bytes_received += response.num_bytes_downloaded
+            choice = data["choices"][0]
+            if not isinstance(choice, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise RemoteError(f"{self.spec.url} sent a completions answer that is not OpenAI's "
+                              "shape") from None
+        except httpx.TimeoutException:
+            raise RemoteError(f"{self.spec.url} did not answer within {self.timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise RemoteError(f"the connection to {self.spec.url} dropped: {_reason(exc)}") from None
+        finally:
+            response.close()
+            self.traffic.seconds += time.perf_counter() - t0
+        return choice
+
     def next_position(self, prompt: str, *, logprobs: int) -> Position | None:
         """The distribution at the position after ``prompt`` (one one-token request), or None when
         the server ends the text there."""

@@ -14,6 +14,8 @@ METHODS: tuple[str, ...] = ("blendin", "base", "guide", "nudging", "ensemble", "
 NEEDS_GUIDE = frozenset({"blendin", "guide", "nudging", "ensemble", "proxy"})
 NEEDS_BASE = frozenset({"blendin", "base", "nudging", "ensemble", "proxy"})
 Support = Literal["full", "top100"]
+COMPATS: tuple[str, ...] = ("native", "paper")  # paper: the reference's decisions (paper.py)
+PAPER_METHODS = ("blendin", "ensemble")
 
 CAP_WARMUP = 20  # the intervention cap applies after this many tokens (paper)
 NUDGE_TOKENS = 16  # tokens the guide writes per nudge, and base chunk size (reference)
@@ -51,6 +53,7 @@ class GenerationSettings:
     # Keep what the KV caches hold from the previous generation and evaluate only the prompt's new
     # tokens (chat, serve). Off: every generation starts from empty caches, bit-reproducible.
     reuse_cache: bool = False
+    compat: str = "native"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -69,6 +72,24 @@ class GenerationSettings:
             raise UsageError(f"final_top (top logprobs) must be in [0, 100], got {self.final_top}")
         if any(not s for s in self.stop):
             raise UsageError("--stop strings must not be empty")
+        if self.compat not in COMPATS:
+            raise UsageError(f"--compat must be one of {', '.join(COMPATS)}, got {self.compat!r}")
+        if self.compat == "paper":
+            self._check_paper()
+
+    def _check_paper(self) -> None:
+        """What the reference's blending loop has no room for."""
+        if self.method not in PAPER_METHODS:
+            raise UsageError(f"--compat paper runs --method {' or '.join(PAPER_METHODS)}, "
+                             f"got {self.method!r}")
+        if self.cap is not None:
+            raise UsageError("--cap: the reference's blending loop has no intervention cap "
+                             "(drop --cap or --compat paper)")
+        sm = self.sampling
+        if (sm.temperature, sm.top_k, sm.top_p, sm.min_p) != (0.0, 0, 1.0, 0.0):
+            raise UsageError("--compat paper decodes greedily and sends the reference's own "
+                             "top_p 0.9: leave --temperature, --top-k, --top-p and --min-p at "
+                             "their defaults")
 
     def effective(self) -> GenerationSettings:
         """Methods that are BlendIn with fixed knobs: ensemble = every step, α = ½."""
@@ -90,4 +111,6 @@ class GenerationSettings:
             "top_p": self.sampling.top_p,
             "min_p": self.sampling.min_p,
             "seed": self.sampling.seed,
+            # only when set, so that records of earlier runs still match their manifests
+            **({"compat": self.compat} if self.compat != "native" else {}),
         }
