@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .paper import PAPER_SYSTEM, PaperDecision
-from .paper_steps import PaperSetup, paper_setup, paper_step
-from .pair import ModelPair
+from .paper_steps import PaperSetup, paper_step, servers_setup
 from .prompts import QA_FORMAT, Conversation
 from .remote import RemoteModel
 from .settings import GenerationSettings
@@ -108,7 +107,7 @@ def setup_for(recording: Recording, question: int, base: RemoteModel, guide: Rem
                                   max_tokens=h["max_tokens"])
     conv = Conversation.single(recording.answers[question]["question"], system=h.get("system", PAPER_SYSTEM),
                                plain=QA_FORMAT, chat=True)
-    return paper_setup(ModelPair(base=base, guide=guide), conv, settings)
+    return servers_setup(base, guide, conv, settings)
 
 
 def replay(recording: Recording, base: RemoteModel, guide: RemoteModel,

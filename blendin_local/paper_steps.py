@@ -54,6 +54,12 @@ def paper_setup(pair: ModelPair, conv: Conversation, settings: GenerationSetting
     if not (is_remote(base) and is_remote(guide)):
         raise UsageError("--compat paper talks to two servers, as the reference does: give "
                          "--base URL#MODEL and --guide URL#MODEL (OpenAI-compatible servers)")
+    return servers_setup(base, guide, conv, settings)
+
+
+def servers_setup(base: RemoteModel, guide: RemoteModel, conv: Conversation,
+                  settings: GenerationSettings) -> PaperSetup:
+    """The prompts each server gets for ``conv`` (one question) in the reference's layout."""
     if len(conv.messages) != 1 or conv.messages[0].role != "user":
         raise UsageError("--compat paper answers one question (generate, eval), not a conversation")
     question = conv.messages[0].content

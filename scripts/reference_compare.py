@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/servers.py: the llama-cpp-pytho
 
 from blendin_local import paper_steps  # noqa: E402
 from blendin_local.generate import generate  # noqa: E402
+from blendin_local.pair import ModelPair  # noqa: E402
 from blendin_local.paper import PAPER_SYSTEM, PaperDecision, paper_prefix  # noqa: E402
 from blendin_local.paper_fidelity import Report, load_recording, replay  # noqa: E402
-from blendin_local.pair import ModelPair  # noqa: E402
 from blendin_local.prompts import QA_FORMAT, Conversation  # noqa: E402
 from blendin_local.remote import RemoteModel, RemoteSpec  # noqa: E402
 from blendin_local.settings import GenerationSettings  # noqa: E402
@@ -68,7 +68,8 @@ QUESTIONS = [
 ]
 # Names that exercise each of the reference's name-keyed templates (prompt layout check, no server).
 TEMPLATE_NAMES = ["meta-llama/Llama-2-7b-chat-hf", "meta-llama/Meta-Llama-3-8B-Instruct",
-                  "meta-llama/Llama-3.1-8B-Instruct", "google/gemma-2-2b-it", "allenai/OLMo-2-1124-7B-Instruct",
+                  "meta-llama/Llama-3.1-8B-Instruct", "google/gemma-2-2b-it",
+                  "allenai/OLMo-2-1124-7B-Instruct",
                   "meta-llama/Llama-3.1-8B", "google/gemma-3-4b-pt", BASE_MODEL, GUIDE_MODEL]
 
 
@@ -126,7 +127,8 @@ def record(utils: types.ModuleType, commit: str, base_url: str, guide_url: str, 
         if lp is None or not lp.tokens:  # the reference fails on this reply (no tokens[0])
             return response
         top = lp.top_logprobs[0]
-        steps.append({"q": current["q"], "i": len(current["steps"]), "y": kw["prompt"][len(current["base_prefix"]):],
+        y = kw["prompt"][len(current["base_prefix"]):]
+        steps.append({"q": current["q"], "i": len(current["steps"]), "y": y,
                       "intervened": False, "b": max(float(np.exp(v)) for v in top.values()),
                       "g": None, "alpha": None, "chosen": lp.tokens[0], "base_token": lp.tokens[0],
                       "finish_reason": response.choices[0].finish_reason, "tie": False,
@@ -180,9 +182,9 @@ def record(utils: types.ModuleType, commit: str, base_url: str, guide_url: str, 
         print(f"reference q{q}: {len(current['steps'])} steps, "
               f"{sum(s['intervened'] for s in current['steps'])} interventions, stop {stop}", flush=True)
     seconds = time.perf_counter() - t0
-    templates = [{"model": name, "system": PAPER_SYSTEM, "instruction": "Question: What is 2+2?",
-                  "response": response, "text": utils.apply_instruct_template(name, PAPER_SYSTEM,
-                                                                              "Question: What is 2+2?", response)}
+    ask = "Question: What is 2+2?"
+    templates = [{"model": name, "system": PAPER_SYSTEM, "instruction": ask, "response": response,
+                  "text": utils.apply_instruct_template(name, PAPER_SYSTEM, ask, response)}
                  for name in TEMPLATE_NAMES for response in ("Answer: ", "")]
     import llama_cpp
     import openai
@@ -202,7 +204,8 @@ def record(utils: types.ModuleType, commit: str, base_url: str, guide_url: str, 
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
-        for rec in [header, *({"kind": "answer", **a} for a in answers), *({"kind": "step", **s} for s in steps)]:
+        answer_records = ({"kind": "answer", **a} for a in answers)
+        for rec in [header, *answer_records, *({"kind": "step", **s} for s in steps)]:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     print(f"recorded {len(steps)} steps of {len(answers)} answers in {seconds:.0f} s "
           f"({len(steps) / seconds:.2f} steps/s) -> {out}", flush=True)
@@ -217,8 +220,9 @@ def servers(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     from servers import llama_cpp_server
 
     models = ROOT / "models"
-    with llama_cpp_server(models / BASE_FILE, BASE_MODEL) as b, llama_cpp_server(models / GUIDE_FILE, GUIDE_MODEL) as g:
-        yield b, g
+    with llama_cpp_server(models / BASE_FILE, BASE_MODEL) as b:
+        with llama_cpp_server(models / GUIDE_FILE, GUIDE_MODEL) as g:
+            yield b, g
 
 
 def remotes(base_url: str, guide_url: str) -> tuple[RemoteModel, RemoteModel]:
@@ -230,9 +234,9 @@ def compare(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     h = rec.header
     prompts_ok = all(paper_prefix(t["model"], t["system"], t["instruction"], t["response"]) == t["text"]
                      for t in h["templates"])
-    prefixes_ok = all(paper_prefix(BASE_MODEL, PAPER_SYSTEM, "Question: " + a["question"], "Answer: ") == a["base_prefix"]
-                      and paper_prefix(GUIDE_MODEL, PAPER_SYSTEM, "Question: " + a["question"], "Answer: ")
-                      == a["guide_prefix"] for a in rec.answers)
+    prefixes_ok = all(
+        paper_prefix(model, PAPER_SYSTEM, "Question: " + a["question"], "Answer: ") == a[key]
+        for a in rec.answers for model, key in ((BASE_MODEL, "base_prefix"), (GUIDE_MODEL, "guide_prefix")))
     cache: dict[tuple[str, str], PaperDecision] = {}
     real_step = paper_steps.paper_step
 
@@ -289,11 +293,13 @@ def compare(path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--record", type=Path, help="run the reference, write its steps here, then compare")
     what.add_argument("--use", type=Path, help="compare with an existing recording")
-    parser.add_argument("--snapshot", type=Path, default=SNAPSHOT, help="the reference's repository (bare or not)")
+    parser.add_argument("--snapshot", type=Path, default=SNAPSHOT,
+                        help="the reference's repository (bare or not)")
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))
     parser.add_argument("--max-tokens", type=int, default=40)
     parser.add_argument("--gamma", type=float, default=0.4)
