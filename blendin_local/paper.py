@@ -150,7 +150,9 @@ def decide(base: PaperReply, ask_guide: Callable[[], PaperReply], gamma: float,
         return PaperDecision(chosen=chosen, intervened=False, b=b, base_top=base_top, stop=stop)
     gp = probabilities(ask_guide().top)
     if not gp:
-        raise ValueError("the guide server returned no logprobs")
+        # The guide ended the text at once (its end-of-turn first): the reference fails here (no
+        # tokens[0]); we end the answer, appending nothing.
+        return PaperDecision(chosen="", intervened=True, b=b, base_top=base_top, stop=True)
     a = paper_alpha(bp, gp) if alpha is None else alpha
     chosen, tie = greedy(paper_blend(bp, gp, a))
     return PaperDecision(chosen=chosen, intervened=True, b=b, g=max(gp.values()), alpha=a,

@@ -109,11 +109,7 @@ def paper_step(setup: PaperSetup, y: str) -> tuple[PaperDecision, float, float]:
         t_guide = time.perf_counter() - t1
         return reply
 
-    try:
-        decision = decide(base_reply, ask_guide, setup.gamma, setup.alpha)
-    except ValueError as exc:
-        raise RemoteError(f"{setup.guide.spec.url}: {exc}") from None
-    return decision, t_base, t_guide
+    return decide(base_reply, ask_guide, setup.gamma, setup.alpha), t_base, t_guide
 
 
 def paper_steps(gen: Generation) -> Iterator[Step]:
@@ -128,7 +124,7 @@ def paper_steps(gen: Generation) -> Iterator[Step]:
         piece = d.chosen.encode()
         text = gen.push(piece, index)
         if d.stop and gen.stop_reason is None:
-            gen.stop_reason = StopReason.EOS
+            gen.stop_reason = StopReason.GUIDE_EOS if d.intervened and not d.chosen else StopReason.EOS
             text += gen.output.finish()
         provenance = Provenance.BASE
         if d.intervened:

@@ -138,7 +138,11 @@ def record(utils: types.ModuleType, commit: str, base_url: str, guide_url: str, 
 
     def guide_create(**kw: Any) -> Any:
         response = real_guide(**kw)
-        top = response.choices[0].logprobs.top_logprobs[0]
+        lp = response.choices[0].logprobs
+        if lp is None or not lp.tokens:  # the reference fails on this reply: no decision made
+            steps[-1]["crashed"] = True
+            return response
+        top = lp.top_logprobs[0]
         steps[-1].update(intervened=True, g=max(float(np.exp(v)) for v in top.values()),
                          guide_request={k: v for k, v in kw.items() if k != "prompt"})
         return response
@@ -171,7 +175,9 @@ def record(utils: types.ModuleType, commit: str, base_url: str, guide_url: str, 
                 client_base=client_base, client_nudging=client_guide, max_token_total=args.max_tokens,
                 top_prob_thres=args.gamma, enable_distribution_blending=True, blend_alpha=blend_alpha)
             answer, stop, crash = info["raw_answer"], info["stop_reason"], None
-        except IndexError as exc:  # e.g. the base's first token is EOS: no tokens[0] to read
+        except IndexError as exc:  # a server's first token was its EOS: no tokens[0] to read
+            if current["steps"] and current["steps"][-1].get("crashed"):
+                steps.remove(current["steps"].pop())  # the step the reference failed on
             answer, stop, crash = "".join(s["chosen"] for s in current["steps"]), "crash", repr(exc)
         joined = "".join(s["chosen"] for s in current["steps"])
         assert crash or joined == answer, (joined, answer)

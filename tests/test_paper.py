@@ -117,3 +117,10 @@ def test_compat_is_recorded_only_when_paper() -> None:
     assert GenerationSettings(compat="paper").to_dict()["compat"] == "paper"
     with pytest.raises(UsageError, match="--compat"):
         GenerationSettings(compat="vllm")
+
+
+def test_a_guide_that_ends_at_once_ends_the_answer() -> None:
+    """Where the reference fails (the guide server returns no token), paper mode ends the answer."""
+    base = PaperReply(token="A", top=lp(A=0.2, B=0.1), finish_reason="length")
+    d = decide(base, lambda: PaperReply(None, {}, "stop"), gamma=0.4, alpha=None)
+    assert (d.chosen, d.intervened, d.stop) == ("", True, True)
