@@ -14,7 +14,7 @@ from blendin_local.paper_fidelity import TARGET, Report, load_recording, replay
 from blendin_local.remote import RemoteModel, RemoteSpec
 
 RECORDING = Path(__file__).parent / "fixtures" / "paper" / "reference_steps.jsonl"
-QUESTIONS_CHECKED = 3  # of the recording's answers, those with the most interventions (time bound)
+QUESTIONS_CHECKED = 2  # of the recording's answers, those with the most interventions (time bound)
 
 
 @pytest.mark.integration
