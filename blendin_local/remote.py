@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import time
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .errors import BlendinError, UsageError
+from .remote_shapes import Position, parse_positions
 
 API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
@@ -55,24 +55,6 @@ class RemoteSpec:
         return cls(url.rstrip("/"), name)
 
 
-@dataclass(frozen=True)
-class Position:
-    """One generated position: the chosen token's string, its logprob, and the top-k alternatives
-    (``{string: logprob}``; as parsed from JSON, a string listed twice keeps its later value)."""
-
-    text: str
-    logprob: float
-    top: dict[str, float]
-
-    @property
-    def top1_prob(self) -> float:
-        """Probability of the most likely token at this position (the gate's ``b``)."""
-        return math.exp(max(self.top.values())) if self.top else math.exp(self.logprob)
-
-    def probs(self) -> dict[str, float]:
-        return {s: math.exp(lp) for s, lp in self.top.items()}
-
-
 @dataclass
 class Traffic:
     """What talking to the server cost: requests, bytes received, seconds spent waiting on it
@@ -85,39 +67,6 @@ class Traffic:
     def to_dict(self) -> dict[str, float]:
         return {"requests": self.requests, "bytes_received": self.bytes_received,
                 "seconds": round(self.seconds, 4)}
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{what} is not a number")
-    return float(value)
-
-
-def parse_positions(choice: Any) -> list[Position]:
-    """Positions of one ``choices[i]`` object of a completions answer (raises ValueError)."""
-    if not isinstance(choice, dict):
-        raise ValueError("a choice is not an object")
-    lp = choice.get("logprobs")
-    if lp is None:
-        return []
-    if not isinstance(lp, dict):
-        raise ValueError("logprobs is not an object")
-    tokens, values, tops = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
-    if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(tops, list)):
-        raise ValueError("logprobs lacks tokens / token_logprobs / top_logprobs lists")
-    if not len(tokens) == len(values) == len(tops):
-        raise ValueError("logprobs lists have different lengths")
-    out = []
-    for token, value, top in zip(tokens, values, tops, strict=True):
-        if not isinstance(token, str):
-            raise ValueError("a token is not a string")
-        if top is None:
-            top = {}
-        if not isinstance(top, dict):
-            raise ValueError("a top_logprobs entry is not an object")
-        alternatives = {str(s): _number(v, "a top logprob") for s, v in top.items()}
-        out.append(Position(token, _number(value, "a token logprob"), alternatives))
-    return out
 
 
 def _error_message(response: httpx.Response) -> str:
