@@ -33,12 +33,13 @@ LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -D
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install models run test lint bench clean help llama-server
+.PHONY: install models run test lint bench bench-remote clean help llama-server
 
 help:
 	@echo "make run    install, fetch the default model pair, run a demo generation"
 	@echo "make test   install, fetch models, run the whole test suite"
 	@echo "make lint   ruff + mypy;  make bench   speed/memory benchmark"
+	@echo "make bench-remote   chunked vs per-token requests against llama-server (builds it once)"
 	@echo "make llama-server   build llama.cpp's native llama-server once (cached; ~N minutes)"
 	@echo "CUDA=1      build llama-cpp-python with -DGGML_CUDA=on (CUDA_ARCH=90 builds for one GPU architecture)"
 
@@ -64,8 +65,10 @@ models: install
 run: models
 	$(BIN)/blendin-local generate --show --max-tokens 64 "What is the capital of France?"
 
-test: models
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The suite also runs BlendIn against llama.cpp's native llama-server (a small functional set): built
+# once per machine (cached like the wheel), its path handed to the tests.
+test: models llama-server
+	BLENDIN_LLAMA_SERVER=$(LLAMA_SERVER) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check blendin_local tui tests
@@ -73,6 +76,12 @@ lint: install
 
 bench: models
 	$(BIN)/blendin-local bench
+
+# Chunked vs per-token remote loops against llama-server instances holding the default pair (started
+# on free loopback ports for the run, stopped after).
+BENCH_REMOTE_ARGS ?= --remote-native base --max-tokens 128 --rounds 1
+bench-remote: models llama-server
+	$(BIN)/blendin-local bench --llama-server $(LLAMA_SERVER) $(BENCH_REMOTE_ARGS)
 
 llama-server: $(LLAMA_SERVER)
 
