@@ -92,8 +92,10 @@ $(LLAMA_SERVER):
 	echo "$(LLAMA_SDIST_SHA256)  $(@D)/build/llama_cpp_python-$(LLAMA_VERSION).tar.gz" | sha256sum -c --quiet
 	tar -xzf $(@D)/build/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(@D)/build
 	cmake -S $(@D)/build/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp -B $(@D)/build/out \
-	  $(LLAMA_SERVER_CMAKE_ARGS) $(LLAMA_CMAKE_ARGS) >$(@D)/build/cmake.log
-	cmake --build $(@D)/build/out --target llama-server -j $(JOBS) >$(@D)/build/build.log
+	  $(LLAMA_SERVER_CMAKE_ARGS) $(LLAMA_CMAKE_ARGS) >$(@D)/build/cmake.log 2>&1 \
+	  || { tail -30 $(@D)/build/cmake.log; exit 1; }
+	cmake --build $(@D)/build/out --target llama-server -j $(JOBS) >$(@D)/build/build.log 2>&1 \
+	  || { tail -30 $(@D)/build/build.log; exit 1; }
 	cp $(@D)/build/out/bin/llama-server $@.tmp && mv $@.tmp $@
 	rm -rf $(@D)/build
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .engine import is_remote
 from .generate import generate
-from .pair import ModelPair
+from .pair import ModelPair, prompt_for
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from .remote import Traffic
 from .settings import GenerationSettings
@@ -106,6 +106,21 @@ class LoopRun:
         }
 
 
+def conversation(question: str) -> Conversation:
+    return Conversation.single(question, system=REFERENCE_SYSTEM, plain=QA_FORMAT)
+
+
+def warm(pair: ModelPair, question: str) -> None:
+    """Show the base server the question's prompt once, outside the measurement: llama-server
+    evaluates a new prompt in one batch but re-evaluates only the last token of a cached one, which
+    moves its logits slightly — both loops should meet the same cache state."""
+    assert pair.base is not None
+    prompt = prompt_for(pair.base, conversation(question), role="base").text.decode()
+    base = pair.base
+    assert is_remote(base)
+    base.next_position(prompt, logprobs=1)
+
+
 def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_tokens: int) -> Result:
     """One greedy BlendIn (top-100) answer with the base asked ``chunk`` tokens per request; the
     remote models' traffic counts this answer only."""
@@ -117,7 +132,7 @@ def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_toke
             engine.traffic = Traffic()
     base.chunk_tokens = chunk
     try:
-        conv = Conversation.single(question, system=REFERENCE_SYSTEM, plain=QA_FORMAT)
+        conv = conversation(question)
         settings = GenerationSettings(method="blendin", support="top100", gamma=gamma,
                                       max_tokens=max_tokens)
         return generate(pair, conv, settings).run()
@@ -131,6 +146,7 @@ def run_remote_bench(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: in
     chunked, per_token = LoopRun(f"chunked (K={chunk})", chunk), LoopRun("per-token (K=1)", 1)
     for _ in range(rounds):
         for question in QUESTIONS:
+            warm(pair, question)
             for run in (chunked, per_token):
                 run.add(answer(pair, question, chunk=run.chunk, gamma=gamma, max_tokens=max_tokens))
     same = sum(a == b for a, b in zip(chunked.texts, per_token.texts, strict=True))
