@@ -53,6 +53,7 @@ class LoopRun:
     interventions: int = 0
     seconds: float = 0.0  # decode time: a local guide's prompt processing excluded
     client_s: float = 0.0
+    base_wait_s: float = 0.0  # blocked on the base server (its compute, the network, HTTP)
     bytes_received: int = 0
     base_requests: int = 0
     base_bound: int = 0  # sum over answers of interventions + ceil(tokens / K) + 1
@@ -82,6 +83,7 @@ class LoopRun:
         self.client_s += float(remote.get("client_ms_per_token", 0.0)) * r.tokens / 1000
         bound = r.interventions + math.ceil(r.tokens / self.chunk) + 1
         self.base_requests += int(base.get("requests", 0))
+        self.base_wait_s += float(base.get("seconds", 0.0))
         self.base_bound += bound
         self.base_over += int(base.get("requests", 0)) > bound
         self.bytes_received += int(base.get("bytes_received", 0))
@@ -97,6 +99,7 @@ class LoopRun:
             "intervention_rate": round(self.rate, 4), "seconds": round(self.seconds, 3),
             "tokens_per_s": round(self.tokens_per_s, 2),
             "client_ms_per_token": round(self.client_ms_per_token, 3),
+            "base_wait_ms_per_token": round(1000 * self.base_wait_s / self.tokens, 2) if self.tokens else 0.0,
             "bytes_received": self.bytes_received, "bytes_per_token": round(
                 self.bytes_received / self.tokens, 1) if self.tokens else 0.0,
             "base_requests": self.base_requests, "base_request_bound": self.base_bound,
@@ -191,14 +194,15 @@ def print_remote_report(report: dict[str, Any]) -> None:
     t = Table(title=f"BlendIn top-100, γ={report['gamma']}, greedy: {report['questions']} GSM8K-style "
                     f"questions × {report['rounds']} rounds, ≤{report['max_tokens']} tokens ({servers})")
     cols = ("loop", "tokens", "interventions", "base req (bound)", "guide req", "KB received",
-            "client ms/tok", "tok/s")
+            "base wait ms/tok", "client ms/tok", "tok/s")
     for col in cols:
         t.add_column(col, justify="left" if col == "loop" else "right")
     for name, r in report["runs"].items():
         guide = "local" if r["guide_requests"] is None else str(r["guide_requests"])
         t.add_row(name, str(r["tokens"]), f"{r['interventions']} ({r['intervention_rate']:.1%})",
                   f"{r['base_requests']} ({r['base_request_bound']})", guide,
-                  f"{r['bytes_received'] / 1000:.0f}", f"{r['client_ms_per_token']:.2f}",
+                  f"{r['bytes_received'] / 1000:.0f}", f"{r['base_wait_ms_per_token']:.1f}",
+                  f"{r['client_ms_per_token']:.2f}",
                   f"{r['tokens_per_s']:.1f}")
     console.print(t)
     t2 = Table(title="targets")
