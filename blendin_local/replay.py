@@ -6,15 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .decide import Decider, check_pair, provenance_of
+from .engine import is_remote
 from .errors import ContextOverflowError, UsageError
 from .pair import ModelPair, prompt_for
 from .prompts import Conversation
 from .settings import GenerationSettings
+
+if TYPE_CHECKING:
+    from .remote_scoring import PromptScorer
 
 REPLAYABLE = ("base", "blendin", "ensemble", "proxy")
 
@@ -29,6 +33,8 @@ class ReplayRow:
     g: float | None
     alpha: float | None
     chosen: int  # the token the method would pick (greedy on its final distribution)
+    # (token and chosen are -1 in a text replay, --support top100 or a remote base: steps are
+    # pieces of text there, see replay_text)
     chosen_text: str
     matches: bool
     provenance: str  # of the chosen token: base / blend-agree / blend-guide
@@ -45,13 +51,24 @@ def replay(
     continuation: Sequence[int] | str,
     *,
     batched: bool = True,
+    scorer: PromptScorer | None = None,
 ) -> Iterator[ReplayRow]:
     """Decisions along ``continuation`` (base token ids, or text tokenised by the base).
 
     ``batched`` evaluates the continuation in one pass with logits kept for its positions only;
     ``batched=False`` evaluates one token at a time exactly as ``generate`` does (bit-identical
-    logits, so a greedy generation replays with every step matching).
+    logits, so a greedy generation replays with every step matching). ``--support top100`` and a
+    base on a server replay the text (:mod:`replay_text`); ``scorer`` keeps what a server can do.
     """
+    if settings.support == "top100" or is_remote(pair.base):
+        if not isinstance(continuation, str):
+            raise UsageError("--support top100 and a base on a server replay a continuation's "
+                             "text: give --continuation or --jsonl, not token ids")
+        from .replay_text import replay_text
+
+        yield from replay_text(pair, conv, settings, continuation, batched=batched,
+                               scorer=scorer)
+        return
     settings = settings.effective()
     if settings.method not in REPLAYABLE or settings.support != "full":
         raise UsageError(
