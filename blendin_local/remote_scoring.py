@@ -50,24 +50,41 @@ def parse_scored(data: Any, text: str, k: int, url: str) -> Scored | None:
     """Validate an ``echo`` answer; None when it holds no scored prompt positions (echo ignored)."""
     try:
         choice = data["choices"][0]
+        if choice.get("logprobs") is None:
+            raise RemoteError(f"the server at {url} returned no logprobs (it must support the "
+                              "completions API's logprobs)")
+        offsets = _scored_only(choice)
+        if offsets is None:
+            raise RemoteError(f"{url} answered a scoring request without a text_offset per token")
         positions = parse_positions(choice)
-        offsets = choice["logprobs"].get("text_offset") if positions else None
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         detail = f": {exc}" if isinstance(exc, ValueError) and str(exc) else ""
         raise RemoteError(f"{url} answered a scoring request with a body that is not OpenAI's "
                           f"completions shape{detail}") from None
-    if not positions:
-        raise RemoteError(f"the server at {url} returned no logprobs (it must support the "
-                          "completions API's logprobs)")
-    if not isinstance(offsets, list) or len(offsets) != len(positions) or not all(
-        isinstance(o, int) and not isinstance(o, bool) for o in offsets
-    ):
-        raise RemoteError(f"{url} answered a scoring request without a text_offset per token")
-    if offsets[0] >= len(text):  # only the generated token: the server ignored echo
+    if not positions or offsets[0] >= len(text):  # only the generated token: echo was ignored
         return None
     if any(b < a for a, b in zip(offsets, offsets[1:], strict=False)) or offsets[0] < 0:
         raise RemoteError(f"{url} answered a scoring request with text offsets out of order")
     return [(o, _top_k(p.top, k)) for o, p in zip(offsets, positions, strict=True) if p.top]
+
+
+def _scored_only(choice: dict[str, Any]) -> list[int] | None:
+    """Drop, in place, the positions an echo leaves unscored (the text's first token has a
+    ``null`` logprob); returns the kept positions' text offsets (None when they are missing)."""
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs"), list):
+        return None
+    offsets = lp.get("text_offset")
+    values = lp["token_logprobs"]
+    if not isinstance(offsets, list) or len(offsets) != len(values) or not all(
+        isinstance(o, int) and not isinstance(o, bool) for o in offsets
+    ):
+        return None
+    keep = [i for i, v in enumerate(values) if v is not None]
+    for key in ("tokens", "token_logprobs", "top_logprobs"):
+        if isinstance(lp.get(key), list) and len(lp[key]) == len(values):
+            lp[key] = [lp[key][i] for i in keep]
+    return [offsets[i] for i in keep]
 
 
 def _top_k(top: dict[str, float], k: int) -> dict[str, float]:

@@ -126,7 +126,8 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
     scorer = PromptScorer(pair.base) if is_remote(pair.base) else None
     for item, (question, cont) in enumerate(items):
         conv = Conversation.single(question, system=system, plain=QA_FORMAT, chat=chat)
-        table = Table(title=f"replay [{settings.method}, γ={settings.gamma}] item {item}")
+        table = Table(title=f"replay ({settings.method}, {settings.support}, "
+                            f"γ={settings.gamma:g}) item {item}")
         for col in ("#", "token", "b", "gate", "g", "α", "would pick", "match"):
             table.add_column(col)
         rows: list[ReplayRow] = []
