@@ -19,6 +19,7 @@ from ..cli_options import (
 from ..errors import UsageError
 from ..fileio import path_error, write_text_atomically
 from ..models import default_model
+from ..remote import RemoteError
 from ..params import TEXT
 from ..prompts import REFERENCE_SYSTEM
 from .datasets import TASK_NAMES, BadRow, load_items
@@ -120,6 +121,10 @@ def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, 
                                done=len(keys) - len(todo), total=len(keys))
         else:
             click.echo(f"all {len(keys)} answers already in {store.path}; summarising", err=True)
+    except RemoteError as exc:  # a server died or failed mid-run: say what is kept
+        store.close()
+        raise RemoteError(f"{exc}; {len(store.select(keys))} of {len(keys)} answers are saved in "
+                          f"{store.path}: run the same command again to resume") from None
     except KeyboardInterrupt:
         store.close()
         click.echo(f"\ninterrupted: {len(store.select(keys))} of {len(keys)} answers are saved in "
