@@ -10,7 +10,6 @@ import math
 import pytest
 
 from blendin_local.errors import UsageError
-from blendin_local.models import load_pair
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import QA_FORMAT, Conversation
 from blendin_local.remote import RemoteError, RemoteModel, RemoteSpec
@@ -185,3 +184,28 @@ def test_replay_cli_over_a_scripted_server_without_echo(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["text"], r["chosen_text"], r["matches"]) for r in rows] == [(" 4", " 4", True)]
     assert rows[0]["b"] == pytest.approx(0.3)
+
+
+@pytest.mark.integration
+def test_diagnose_over_a_server_reports_from_top_k_strings(gemma_server, tmp_path):
+    """diagnose with the base on a server: the same report, its top-k approximations named."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("blendin-local")
+    proc = subprocess.run(
+        [str(script), "diagnose", "--base", f"{gemma_server}#gemma3-270m", "--limit", "1",
+         "--max-tokens", "4", "--json", "--figure", str(tmp_path / "d.png")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["steps"] == 4 and report["coverage"] == {}
+    assert any("top-k *string* sets" in a for a in report["approximations"])
+    rows = {r["gamma"]: r for r in report["by_gamma"]}
+    assert 0.0 <= rows[0.4]["rate"] <= 1.0
+    hits = [r for r in report["by_gamma"] if r["interventions"]]
+    assert hits and all(0.0 <= r["overlap10"] <= 1.0 and 0.0 <= r["overlap100"] <= 1.0
+                        for r in hits)
+    assert report["verdict"] in ("PROMISING", "MIXED", "UNLIKELY TO HELP", "LITTLE EFFECT")
+    assert (tmp_path / "d.png").exists()
