@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from blendin_local.generate import generate
+from blendin_local.methods.top100 import top100_choice
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
-from blendin_local.top100 import top100_choice
 
 from fakes import cross_pair
 
