@@ -10,17 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .decide import Decider, check_pair, provenance_of
-from .engine import is_remote
+from . import methods
+from .engines import is_remote
 from .errors import ContextOverflowError, UsageError
+from .methods.decide import Decider, provenance_of
 from .pair import ModelPair, prompt_for
+from .pair_check import check_pair
 from .prompts import Conversation
 from .settings import GenerationSettings
 
 if TYPE_CHECKING:
     from .remote_scoring import PromptScorer
 
-REPLAYABLE = ("base", "blendin", "ensemble", "proxy")
+def replayable() -> tuple[str, ...]:
+    """The methods ``replay`` can teacher-force (their specs say so)."""
+    return tuple(m.name for m in methods.METHODS.values() if m.replays)
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,11 @@ def replay(
         yield from replay_text(pair, conv, settings, continuation, batched=batched,
                                scorer=scorer)
         return
-    settings = settings.effective()
-    if settings.method not in REPLAYABLE or settings.support != "full":
+    spec = methods.get(settings.method)
+    settings = spec.effective(settings)
+    if not spec.replays or settings.support != "full":
         raise UsageError(
-            f"replay supports methods {', '.join(REPLAYABLE)} with --support full, "
+            f"replay supports methods {', '.join(replayable())} with --support full, "
             f"not {settings.method} / {settings.support}"
         )
     check_pair(pair, settings)
@@ -102,7 +107,7 @@ def replay(
     base.eval(prompt_ids)
     first = base.logits().copy()
     rows = base.eval_logits(ids[:-1]) if batched and len(ids) > 1 else None
-    decider = Decider(pair, settings, conv)
+    decider = Decider(pair, settings, conv, spec)
     pieces = base.pieces()
     controls = base.control_ids()
     y = b""

@@ -13,13 +13,13 @@ from .cli_options import (
     pair_from_options,
     settings_from_options,
 )
-from .engine import is_remote
+from .engines import is_remote
+from .engines.remote import RemoteSpec
 from .errors import UsageError
 from .fileio import StreamingOutput, streaming_output
 from .pair import ModelPair
 from .params import TEXT
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from .remote import RemoteSpec
 from .remote_scoring import PromptScorer
 from .replay import ReplayRow, replay
 from .settings import GenerationSettings

@@ -24,17 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blend
-from .engine import Engine, is_remote, set_tokens
+from . import blend, methods
+from .engines import is_remote
+from .engines.base import Engine, set_tokens
+from .engines.remote import RemoteModel
 from .errors import BlendinError, ContextOverflowError, UsageError
+from .methods.top100 import TOP, blend_string_distributions, decoded_strings, string_distribution, top_string
 from .pair import ModelPair, prompt_for
 from .prompts import Conversation
-from .remote import RemoteModel
 from .remote_scoring import PromptScorer
 from .replay import ReplayRow
 from .settings import CAP_WARMUP, GenerationSettings
 from .sync import TextSync
-from .top100 import TOP, blend_string_distributions, decoded_strings, string_distribution, top_string
 
 TEXT_METHODS = ("base", "blendin", "ensemble")
 
@@ -81,7 +82,7 @@ def replay_text(
     possible; else one per step, exactly as generation reads it. ``scorer`` remembers across items
     whether a server can score prompts (one is made if not given).
     """
-    s = settings.effective()
+    s = methods.get(settings.method).effective(settings)
     check_text_replay(pair, s)
     if not continuation:
         raise UsageError("the continuation to replay is empty")

@@ -9,10 +9,10 @@ import math
 
 import pytest
 
+from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
 from blendin_local.errors import UsageError
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import QA_FORMAT, Conversation
-from blendin_local.remote import RemoteError, RemoteModel, RemoteSpec
 from blendin_local.remote_scoring import PromptScorer
 from blendin_local.replay import replay
 from blendin_local.settings import GenerationSettings

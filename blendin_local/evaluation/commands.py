@@ -15,12 +15,12 @@ from ..cli_options import (
     pair_from_options,
     settings_from_options,
 )
+from ..engines.remote import RemoteError
 from ..errors import UsageError
 from ..fileio import path_error, write_text_atomically
 from ..models import default_model
 from ..params import TEXT
 from ..prompts import REFERENCE_SYSTEM
-from ..remote import RemoteError
 from .datasets import TASK_NAMES, BadRow, load_items
 from .records import RecordStore, check_manifest
 from .runner import (

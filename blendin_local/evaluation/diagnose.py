@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine import is_remote
+from ..engines import is_remote
 from ..generate import generate
 from ..pair import ModelPair
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation

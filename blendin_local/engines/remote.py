@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import BlendinError, UsageError
+from ..errors import BlendinError, UsageError
+from .base import Capabilities, EngineKind, Position
 
 API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
@@ -58,24 +59,6 @@ class RemoteSpec:
         if not name:
             raise UsageError(f"{option}: name the served model, e.g. {url}#MODEL")
         return cls(url.rstrip("/"), name)
-
-
-@dataclass(frozen=True)
-class Position:
-    """One generated position: the chosen token's string, its logprob, and the top-k alternatives
-    (``{string: logprob}``; as parsed from JSON, a string listed twice keeps its later value)."""
-
-    text: str
-    logprob: float
-    top: dict[str, float]
-
-    @property
-    def top1_prob(self) -> float:
-        """Probability of the most likely token at this position (the gate's ``b``)."""
-        return math.exp(max(self.top.values())) if self.top else math.exp(self.logprob)
-
-    def probs(self) -> dict[str, float]:
-        return {s: math.exp(lp) for s, lp in self.top.items()}
 
 
 @dataclass
@@ -143,6 +126,8 @@ class RemoteModel:
 
     gives = "top-k logprobs"
     stateless = True
+    capabilities = Capabilities(dense_logits=False, kv_cache=False, top_logprobs=100,
+                                token_id_prompts=False, chunked_generation=True, vocabulary=False)
 
     def __init__(
         self,
@@ -337,9 +322,23 @@ class RemoteModel:
         with contextlib.closing(self.stream(prompt, max_tokens=1, logprobs=logprobs)) as positions:
             return next(positions, None)
 
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        return self.next_position(prompt, logprobs=k)
+
 
 def _reason(exc: httpx.TransportError) -> str:
     text = str(exc) or type(exc).__name__
     if "refused" in text.lower():
         return "connection refused"
     return " ".join(text.split())[:120]
+
+
+def open_remote(spec: str, **options: Any) -> RemoteModel:
+    """A remote model from ``URL#MODEL``, checked now (server up, model served)."""
+    model = RemoteModel(RemoteSpec.parse(spec), **options)
+    model.check()
+    return model
+
+
+KIND = EngineKind(name="remote", spelling="an OpenAI-compatible server as http(s)://HOST:PORT/v1#MODEL",
+                  claims=RemoteSpec.is_remote, open=open_remote)
