@@ -182,7 +182,7 @@ def bench_command(max_tokens: int, rounds: int, as_json: bool, chat: bool, remot
     from contextlib import nullcontext
 
     from .cli_options import pair_from_options
-    from .remote import RemoteSpec
+    from .engines.remote import RemoteSpec
 
     if remote_native or RemoteSpec.is_remote(opts.get("base") or ""):
         from .remote_bench import native_servers, print_remote_report, run_remote_bench

@@ -15,11 +15,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import is_remote
+from .engines import is_remote
+from .engines.remote import Traffic
 from .generate import generate
 from .pair import ModelPair, prompt_for
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from .remote import Traffic
 from .settings import GenerationSettings
 from .steps import Result
 
@@ -218,9 +218,9 @@ def print_remote_report(report: dict[str, Any]) -> None:
 def native_servers(opts: dict[str, Any], which: str) -> Iterator[dict[str, Any]]:
     """``opts`` with the base (``which == "base"``) or base and guide (``"pair"``) replaced by
     llama-server instances holding those GGUFs, for the length of the block."""
+    from .engines.remote import RemoteSpec
     from .models import default_model, resolve_model
     from .native_server import find_llama_server, llama_server
-    from .remote import RemoteSpec
 
     binary = find_llama_server(opts.get("llama_server"))
     served = dict(opts)

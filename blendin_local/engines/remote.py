@@ -21,14 +21,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import BlendinError, UsageError
-from .remote_shapes import Position, parse_positions
+from ..errors import BlendinError, UsageError
+from .base import Capabilities, EngineKind, Position
+from .remote_shapes import parse_positions
 
 API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
 
 class RemoteError(BlendinError):
     """The server is unreachable, refused the request, or answered something unusable."""
+
+
+class RequestRefused(RemoteError):
+    """The server answered 400/422 to a request it does not accept (e.g. llama.cpp's native
+    server refuses ``echo``): a caller may fall back to another form of the request."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ class RemoteModel:
 
     gives = "top-k logprobs"
     stateless = True
+    capabilities = Capabilities(dense_logits=False, kv_cache=False, top_logprobs=100,
+                                token_id_prompts=False, chunked_generation=True, vocabulary=False)
 
     def __init__(
         self,
@@ -156,7 +164,8 @@ class RemoteModel:
             allowed = f"allows {limit.group(1)} logprobs" if limit else "refused the logprobs asked"
             raise RemoteError(f"the server at {url} {allowed} ({message}); start vLLM with "
                               "--max-logprobs 100, or ask for fewer with --logprobs")
-        raise RemoteError(f"{url} answered {status} on {path}: {message or 'no message'}")
+        error = RequestRefused if status in (400, 422) else RemoteError
+        raise error(f"{url} answered {status} on {path}: {message or 'no message'}")
 
     def served_models(self) -> list[str]:
         """Model names from ``GET /models``."""
@@ -179,6 +188,26 @@ class RemoteModel:
         if names and self.spec.model not in names:
             raise RemoteError(f"{self.spec.url} does not serve model {self.spec.model!r} "
                               f"(it serves: {', '.join(names)})")
+
+    def complete_json(self, body: dict[str, Any]) -> Any:
+        """One non-streamed ``/completions`` request; its parsed JSON body (not yet validated)."""
+        t0 = time.perf_counter()
+        response = self._send("POST", "/completions", {"model": self.spec.model, **body})
+        try:
+            data = json.loads(response.read())
+        except ValueError:
+            raise RemoteError(f"{self.spec.url} answered /completions with something that is not "
+                              "JSON") from None
+        except httpx.TimeoutException:
+            raise RemoteError(f"{self.spec.url} did not finish its answer within "
+                              f"{self.timeout:g} s (raise --timeout)") from None
+        except httpx.TransportError as exc:
+            raise RemoteError(f"the connection to {self.spec.url} dropped: {_reason(exc)}") from None
+        finally:
+            self.traffic.bytes_received += response.num_bytes_downloaded
+            self.traffic.seconds += time.perf_counter() - t0
+            response.close()
+        return data
 
     def stream(
         self,
@@ -260,9 +289,23 @@ class RemoteModel:
         with contextlib.closing(self.stream(prompt, max_tokens=1, logprobs=logprobs)) as positions:
             return next(positions, None)
 
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        return self.next_position(prompt, logprobs=k)
+
 
 def _reason(exc: httpx.TransportError) -> str:
     text = str(exc) or type(exc).__name__
     if "refused" in text.lower():
         return "connection refused"
     return " ".join(text.split())[:120]
+
+
+def open_remote(spec: str, **options: Any) -> RemoteModel:
+    """A remote model from ``URL#MODEL``, checked now (server up, model served)."""
+    model = RemoteModel(RemoteSpec.parse(spec), **options)
+    model.check()
+    return model
+
+
+KIND = EngineKind(name="remote", spelling="an OpenAI-compatible server as http(s)://HOST:PORT/v1#MODEL",
+                  claims=RemoteSpec.is_remote, open=open_remote)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import blend
-from .settings import CAP_WARMUP
-from .steps import Provenance, Step, StopReason
-
-if TYPE_CHECKING:
-    from .generate import Generation
+from .. import blend
+from ..decoding import Decoding
+from ..engines.base import decoded_strings
+from ..settings import CAP_WARMUP
+from ..steps import Provenance, Step, StopReason
 
 TOP = 100
 
@@ -29,6 +27,17 @@ def string_distribution(p: np.ndarray, pieces: list[str], k: int = TOP) -> dict[
     for i in blend.top_k_ids(p, k):
         out[pieces[i]] = float(p[i])
     return out
+
+
+def string_overlaps(base: dict[str, float], guide: dict[str, float]) -> tuple[float, float]:
+    """overlap@10 and @100 of the two models' top-k *string* sets (what a server gives: an
+    approximation of the token overlap of spec §7, two tokens with one string count once)."""
+
+    def top(d: dict[str, float], k: int) -> set[str]:
+        return set(sorted(d, key=d.__getitem__, reverse=True)[:k])
+
+    return (len(top(base, 10) & top(guide, 10)) / 10.0,
+            len(top(base, TOP) & top(guide, TOP)) / float(TOP))
 
 
 def top_string(d: dict[str, float]) -> str:
@@ -64,7 +73,7 @@ def top100_choice(
     return blend_string_distributions(bd, gd, float(p_base.max()), float(p_guide.max()), alpha)
 
 
-def choose_string(gen: Generation, mixed: dict[str, float], b_top: str, index: int
+def choose_string(gen: Decoding, mixed: dict[str, float], b_top: str, index: int
                   ) -> tuple[bytes, str, Provenance]:
     """Sample a string of the blend and add it to the answer: (its bytes, the text to show now,
     provenance). An empty string (a control token or partial byte) ends the answer."""
@@ -79,14 +88,7 @@ def choose_string(gen: Generation, mixed: dict[str, float], b_top: str, index: i
     return piece, text, Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE
 
 
-def decoded_strings(pieces: list[bytes], controls: frozenset[int]) -> list[str]:
-    """Token strings as the servers report them: control tokens are skipped (empty)."""
-    return [
-        "" if i in controls else p.decode("utf-8", errors="ignore") for i, p in enumerate(pieces)
-    ]
-
-
-def top100_steps(gen: Generation) -> Iterator[Step]:
+def top100_steps(gen: Decoding) -> Iterator[Step]:
     base, guide = gen.pair.base, gen.pair.guide
     assert base is not None and guide is not None
     s = gen.settings

@@ -10,15 +10,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from . import blend
-from .settings import NUDGE_TOKENS
-from .steps import Provenance, Step, StopReason
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .generate import Generation
+from .. import blend
+from ..decoding import Decoding
+from ..engines.base import Engine
+from ..settings import NUDGE_TOKENS
+from ..steps import Provenance, Step, StopReason
+from .spec import MethodSpec, ignoring_spec
 
 _WORD = re.compile(rb"\s*\S+")
 
@@ -49,7 +47,7 @@ def guide_draft(guide: Engine, limit: int) -> tuple[list[int], bool]:
     return ids, False
 
 
-def nudging_steps(gen: Generation) -> Iterator[Step]:
+def nudging_steps(gen: Decoding) -> Iterator[Step]:
     base, guide = gen.pair.base, gen.pair.guide
     assert base is not None and guide is not None
     s = gen.settings
@@ -117,3 +115,18 @@ def _tokens_covering(
         piece = pieces[token][: n_bytes - used]
         used += len(piece)
         yield token, piece
+
+
+SPEC = MethodSpec(
+    name="nudging",
+    help="Nudging: where the base is unsure, the guide writes words until the base takes over.",
+    roles=frozenset({"base", "guide"}),
+    drives="base",
+    colour="#2ca02c",
+    knobs=frozenset({"gamma"}),
+    gate="gamma",
+    events=True,
+    rate_note="the intervention rate counts guide calls per token.",
+    steps={"full": ignoring_spec(nudging_steps)},
+    rank=3,
+)

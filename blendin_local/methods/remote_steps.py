@@ -12,43 +12,27 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import blend
-from .errors import UsageError
-from .pair import prompt_for
-from .remote import Position, RemoteModel
-from .settings import CAP_WARMUP
-from .steps import Provenance, Step, StopReason
-from .sync import TextSync
-from .top100 import TOP, blend_string_distributions, choose_string, decoded_strings, string_distribution
-
-if TYPE_CHECKING:
-    from .generate import Generation
-
-REMOTE_METHODS = ("base", "blendin", "ensemble")
-
-
-def check_remote_pair(gen: Generation) -> None:
-    """One clear error when the method cannot run on these engines."""
-    s, base = gen.settings, gen.pair.base
-    where = base.spec.url if isinstance(base, RemoteModel) else "a remote server"
-    if s.method not in REMOTE_METHODS:
-        raise UsageError(f"method {s.method!r} does not run on a remote base yet "
-                         f"(remote bases run: {', '.join(REMOTE_METHODS)})")
-    if s.method != "base" and s.support != "top100":
-        raise UsageError(f"method {s.method} --support full needs full distributions; the base at "
-                         f"{where} gives top-{TOP} logprobs: use --support top100")
-    if s.sampling.temperature != 0:
-        raise UsageError("a remote base decodes greedily (the paper's setting): use --temperature 0")
-    if isinstance(gen.pair.guide, RemoteModel):
-        raise UsageError("a remote guide is not supported yet: run the guide locally (a GGUF)")
+from .. import blend
+from ..decoding import Decoding
+from ..engines.remote import Position, RemoteModel
+from ..pair import prompt_for
+from ..settings import CAP_WARMUP
+from ..steps import Provenance, Step, StopReason
+from ..sync import TextSync
+from .top100 import (
+    TOP,
+    blend_string_distributions,
+    choose_string,
+    decoded_strings,
+    string_distribution,
+    string_overlaps,
+)
 
 
-def remote_steps(gen: Generation) -> Iterator[Step]:
-    check_remote_pair(gen)
+def remote_steps(gen: Decoding) -> Iterator[Step]:
     base = gen.pair.base
     assert isinstance(base, RemoteModel)
     s = gen.settings
@@ -96,7 +80,7 @@ def remote_steps(gen: Generation) -> Iterator[Step]:
             return
 
 
-def _base_step(gen: Generation, position: Position, index: int, t_base: float) -> Step:
+def _base_step(gen: Decoding, position: Position, index: int, t_base: float) -> Step:
     piece = position.text.encode()
     text = gen.push(piece, index)
     b = position.top1_prob
@@ -104,7 +88,7 @@ def _base_step(gen: Generation, position: Position, index: int, t_base: float) -
                 intervened=False, b=b, p_base_token=float(np.exp(position.logprob)), t_base=t_base)
 
 
-def _blend_step(gen: Generation, position: Position, guide_sync: TextSync, guide_strings: list[str],
+def _blend_step(gen: Decoding, position: Position, guide_sync: TextSync, guide_strings: list[str],
                 index: int, t_base: float) -> Step:
     s = gen.settings
     t1 = time.perf_counter()
@@ -117,7 +101,9 @@ def _blend_step(gen: Generation, position: Position, guide_sync: TextSync, guide
     mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
     piece, text, provenance = choose_string(gen, mixed, b_top, index)
     choice = piece.decode()
+    o10, o100 = string_overlaps(bd, gd)
     return Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
                 intervened=True, b=b, g=g, alpha=alpha, p_base_token=bd.get(choice),
-                p_guide_token=gd.get(choice), t_base=t_base, t_guide=t2 - t1,
+                p_guide_token=gd.get(choice), overlap10=o10, overlap100=o100,
+                t_base=t_base, t_guide=t2 - t1,
                 t_blend=time.perf_counter() - t2)

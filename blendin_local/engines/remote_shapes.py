@@ -1,5 +1,5 @@
 """The per-position logprobs an OpenAI-compatible completions server sends, parsed and validated
-into :class:`Position` objects where they enter.
+into :class:`~.base.Position` objects where they enter.
 
 Two shapes are in use for ``choices[i].logprobs`` (streamed or not):
 
@@ -16,26 +16,9 @@ entry wins, as a JSON object's duplicate key does in the legacy shape.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Position:
-    """One generated position: the chosen token's string, its logprob, and the top-k alternatives
-    (``{string: logprob}``; as parsed from JSON, a string listed twice keeps its later value)."""
-
-    text: str
-    logprob: float
-    top: dict[str, float]
-
-    @property
-    def top1_prob(self) -> float:
-        """Probability of the most likely token at this position (the gate's ``b``)."""
-        return math.exp(max(self.top.values())) if self.top else math.exp(self.logprob)
-
-    def probs(self) -> dict[str, float]:
-        return {s: math.exp(lp) for s, lp in self.top.items()}
+from .base import Position
 
 
 def _number(value: Any, what: str) -> float:
