@@ -40,7 +40,7 @@ help:
 	@echo "make test   install, fetch models, run the whole test suite"
 	@echo "make lint   ruff + mypy;  make bench   speed/memory benchmark"
 	@echo "make bench-remote   chunked vs per-token requests against llama-server (builds it once)"
-	@echo "make llama-server   build llama.cpp's native llama-server once (cached; ~N minutes)"
+	@echo "make llama-server   build llama.cpp's native llama-server once (cached; ~12 CPU-minutes)"
 	@echo "CUDA=1      build llama-cpp-python with -DGGML_CUDA=on (CUDA_ARCH=90 builds for one GPU architecture)"
 
 install: $(STAMP)
