@@ -44,8 +44,11 @@ def check_pair(pair: ModelPair, settings: GenerationSettings) -> None:
         raise UsageError(f"method {settings.method!r} needs a guide model (--guide)")
     if settings.method == "proxy" and pair.anti is None:
         raise UsageError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
-    if is_remote(pair.base):
-        return  # remote bases are checked by remote_steps, with the server's facts at hand
+    if is_remote(pair.base) or is_remote(pair.guide):
+        from .remote_steps import check_remote_pair
+
+        check_remote_pair(pair, settings)
+        return
     if settings.method in NEEDS_BASE and settings.method != "nudging" and pair.guide is not None:
         if pair.projection is None:
             raise UsageError("the pair has no guide→base projection (load it with load_pair)")

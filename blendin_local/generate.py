@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .sampling import make_sampler
 from .settings import GenerationSettings
 from .steps import Provenance, Result, Step, StopReason, Tally
 from .sync import TextSync
+
+if TYPE_CHECKING:
+    from .guide_side import GuideView
 
 
 class Generation:
@@ -121,21 +125,23 @@ class Generation:
 
     def _remote_traffic(self, seconds: float) -> dict[str, object] | None:
         """Requests, bytes and waiting time per remote model, and the client's own ms per token."""
-        remote = {role: engine.traffic.to_dict() for role, engine in
-                  (("base", self.pair.base), ("guide", self.pair.guide)) if is_remote(engine)}
+        roles = (("base", self.pair.base, self.tally.t_base), ("guide", self.pair.guide, self.tally.t_guide))
+        remote = {role: engine.report() for role, engine, _ in roles if is_remote(engine)}
         if not remote:
             return None
         waited = sum(float(t["seconds"]) for t in remote.values())
-        own = max(seconds - waited - self.tally.t_guide, 0.0)  # t_guide: a local guide's work
+        local_models = sum(t for _, engine, t in roles if engine is not None and not is_remote(engine))
+        own = max(seconds - waited - local_models - self.prefill_s, 0.0)
         return {**remote, "client_ms_per_token": round(1000 * own / max(self.tally.tokens, 1), 3)}
 
     # --- step sources ---------------------------------------------------------------------
     def _steps(self) -> Iterator[Step]:
         s = self.settings
-        if s.method != "guide" and is_remote(self.pair.base):
-            from .remote_steps import remote_steps
+        if is_remote(self.pair.base) or is_remote(self.pair.guide):
+            from .remote_steps import remote_steps, runs_remote_loop
 
-            return remote_steps(self)
+            if runs_remote_loop(self):
+                return remote_steps(self)
         if s.method == "guide":
             assert self.pair.guide is not None
             return self._solo_steps(self.pair.guide, Provenance.GUIDE, role="guide")
@@ -164,18 +170,19 @@ class Generation:
         self.prefill_s += time.perf_counter() - t0
         return ids
 
-    def text_syncs(self) -> tuple[TextSync, TextSync]:
-        """Prompt the base, and keep both models on the canonical tokenisation of their prompt +
-        the answer text (the text-level methods: nudging, top100)."""
-        base, guide = self.pair.base, self.pair.guide
-        assert base is not None and guide is not None
+    def text_syncs(self) -> tuple[TextSync, GuideView]:
+        """Prompt the base and keep it on the canonical tokenisation of its prompt + the answer
+        text; the guide, local or on a server, is read through a :class:`GuideView` (the text-level
+        methods: nudging, top100)."""
+        from .guide_side import guide_view
+
+        base = self.pair.base
+        assert base is not None
         bp = prompt_for(base, self.conv, role="base")
-        gp = prompt_for(guide, self.conv, role="guide")
         self.prefill(base, "base")
         base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
-        guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
-        self.syncs += [base_sync, guide_sync]
-        return base_sync, guide_sync
+        self.syncs.append(base_sync)
+        return base_sync, guide_view(self)
 
     def end_token(self, engine: Engine, token: int) -> bool:
         return token in engine.eog_ids()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import blend
@@ -17,7 +17,6 @@ from .settings import NUDGE_TOKENS
 from .steps import Provenance, Step, StopReason
 
 if TYPE_CHECKING:
-    from .engine import Engine
     from .generate import Generation
 
 _WORD = re.compile(rb"\s*\S+")
@@ -34,27 +33,33 @@ def base_starts_word(top_piece: bytes, word: bytes) -> bool:
     return bool(head) and word.strip().startswith(head)
 
 
-def guide_draft(guide: Engine, limit: int) -> tuple[list[int], bool]:
-    """Greedy guide tokens from its current position: (ids, whether it ended its turn)."""
-    ids: list[int] = []
-    eog = guide.eog_ids()
-    for _ in range(limit):
-        token = int(guide.logits().argmax())
-        if token in eog:
-            return ids, True
-        ids.append(token)
-        if len(guide.tokens) >= guide.n_ctx:
+def accept_words(words: list[bytes], base_top: Callable[[bytes], tuple[float, bytes]], gamma: float
+                 ) -> list[bytes]:
+    """The draft's words the base lets through: the first always, each next one while the base,
+    given the text so far (``base_top(accepted) -> (top-1 prob, top piece)``), is unsure and does
+    not start that word itself."""
+    accepted: list[bytes] = words[:1]
+    for word in words[1:]:
+        b, top_piece = base_top(b"".join(accepted))
+        if b >= gamma or base_starts_word(top_piece, word):
             break
-        guide.eval([token])
-    return ids, False
+        accepted.append(word)
+    return accepted
 
 
 def nudging_steps(gen: Generation) -> Iterator[Step]:
-    base, guide = gen.pair.base, gen.pair.guide
-    assert base is not None and guide is not None
+    base = gen.pair.base
+    assert base is not None
     s = gen.settings
-    base_sync, guide_sync = gen.text_syncs()
-    base_pieces, guide_pieces = base.pieces(), guide.pieces()
+    base_sync, guide = gen.text_syncs()
+    base_pieces = base.pieces()
+
+    def base_top(accepted: bytes) -> tuple[float, bytes]:
+        base_sync.update(gen.output.y + accepted)
+        p_next = blend.softmax(base.logits())
+        top = int(p_next.argmax())
+        return float(p_next[top]), base_pieces[top]
+
     index = 0
     while index < s.max_tokens:
         if gen.halted(base):
@@ -62,8 +67,7 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
         t0 = time.perf_counter()
         base_sync.update(gen.output.y)
         t1 = time.perf_counter()
-        p_base = blend.softmax(base.logits())
-        b = float(p_base.max())
+        b = float(blend.softmax(base.logits()).max())
         if b >= s.gamma:
             yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=t1 - t0)
             index += 1
@@ -72,48 +76,61 @@ def nudging_steps(gen: Generation) -> Iterator[Step]:
             continue
         # The guide nudges: draft, then accept words while the base stays unsure of them.
         t2 = time.perf_counter()
-        guide_sync.update(gen.output.y)
-        draft, guide_ended = guide_draft(guide, NUDGE_TOKENS)
-        words = split_words(b"".join(guide_pieces[t] for t in draft))
-        accepted: list[bytes] = words[:1]
-        for word in words[1:]:
-            base_sync.update(gen.output.y + b"".join(accepted))
-            p_next = blend.softmax(base.logits())
-            top = int(p_next.argmax())
-            if float(p_next[top]) >= s.gamma or base_starts_word(base_pieces[top], word):
-                break
-            accepted.append(word)
-        t_guide = time.perf_counter() - t2
-        accepted_text = b"".join(accepted)
-        everything = len(accepted) == len(words)
-        first = True
-        for token, piece in _tokens_covering(draft, guide_pieces, len(accepted_text)):
-            text = gen.push(piece, index)
-            yield Step(index=index, token=token, piece=piece, text=text,
-                       provenance=Provenance.GUIDE, intervened=first, b=b if first else None,
-                       t_base=(t1 - t0) if first else 0.0, t_guide=t_guide if first else 0.0)
-            first = False
+        draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
+        words = split_words(b"".join(piece for _, piece in draft))
+        accepted = accept_words(words, base_top, s.gamma)
+        nudge = NudgeSteps(gen, b, t_base=t1 - t0, t_guide=time.perf_counter() - t2)
+        for step in nudge.steps(draft, accepted, index):
+            yield step
             index += 1
-            if gen.stop_reason is not None or index >= s.max_tokens:
-                return
-        if guide_ended and everything:
-            gen.stop_reason = StopReason.GUIDE_EOS
-            gen.output.finish()
+        if nudge.finished(guide_ended and len(accepted) == len(words)):
             return
-        if not accepted_text:  # the guide wrote nothing usable: let the base go on
+        if not accepted:  # the guide wrote nothing usable: let the base go on
             base_sync.update(gen.output.y)
             yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=0.0)
             index += 1
 
 
-def _tokens_covering(
-    ids: list[int], pieces: list[bytes], n_bytes: int
-) -> Iterator[tuple[int, bytes]]:
+class NudgeSteps:
+    """The steps of one nudge: the draft's tokens covering the accepted words, the first marked as
+    the intervention (shared by the local and the remote-base loops)."""
+
+    def __init__(self, gen: Generation, b: float, *, t_base: float, t_guide: float) -> None:
+        self.gen, self.b, self.t_base, self.t_guide = gen, b, t_base, t_guide
+        self.cut = False  # the answer ended (stop string, token limit) inside the nudge
+
+    def steps(self, draft: list[tuple[int, bytes]], accepted: list[bytes], index: int) -> Iterator[Step]:
+        gen = self.gen
+        first = True
+        for token, piece in _tokens_covering(draft, len(b"".join(accepted))):
+            text = gen.push(piece, index)
+            yield Step(index=index, token=token, piece=piece, text=text,
+                       provenance=Provenance.GUIDE, intervened=first, b=self.b if first else None,
+                       t_base=self.t_base if first else 0.0, t_guide=self.t_guide if first else 0.0)
+            first = False
+            index += 1
+            if gen.stop_reason is not None or index >= gen.settings.max_tokens:
+                self.cut = True
+                return
+
+    def finished(self, guide_ended: bool) -> bool:
+        """Does the answer end with this nudge? The guide's own end of turn ends it when every
+        word of its draft was accepted."""
+        if self.cut:
+            return True
+        if guide_ended:
+            self.gen.stop_reason = StopReason.GUIDE_EOS
+            self.gen.output.finish()
+            return True
+        return False
+
+
+def _tokens_covering(draft: list[tuple[int, bytes]], n_bytes: int) -> Iterator[tuple[int, bytes]]:
     """The draft's tokens up to ``n_bytes`` of text, the last one cut at the word boundary."""
     used = 0
-    for token in ids:
+    for token, whole in draft:
         if used >= n_bytes:
             return
-        piece = pieces[token][: n_bytes - used]
+        piece = whole[: n_bytes - used]
         used += len(piece)
         yield token, piece

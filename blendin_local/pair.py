@@ -40,10 +40,10 @@ def prompt_for(engine: Engine, conv: Conversation, *, role: str) -> RenderedProm
     guide (and anti-expert) use their template, or a built-in one picked by their control tokens.
     """
     is_base = role == "base"
-    if is_remote(engine):  # a remote model: no vocabulary or template to read
-        rendered = render(conv, chat_template=None, bos="", eos="", vocab_markers=frozenset(),
-                          use_template=False)
-        return RenderedPrompt(rendered.text, False, rendered.templated)
+    if is_remote(engine):  # no vocabulary or template to read: the server or an option says
+        from .remote_prompts import remote_prompt
+
+        return remote_prompt(engine, conv)
     rendered = render(
         conv,
         chat_template=engine.chat_template,

@@ -87,13 +87,12 @@ def decoded_strings(pieces: list[bytes], controls: frozenset[int]) -> list[str]:
 
 
 def top100_steps(gen: Generation) -> Iterator[Step]:
-    base, guide = gen.pair.base, gen.pair.guide
-    assert base is not None and guide is not None
+    base = gen.pair.base
+    assert base is not None
     s = gen.settings
-    base_sync, guide_sync = gen.text_syncs()
+    base_sync, guide = gen.text_syncs()
     base_pieces = base.pieces()
     base_strings = decoded_strings(base_pieces, base.control_ids())
-    guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
     interventions = 0
     for index in range(s.max_tokens):
         if gen.halted(base):
@@ -109,12 +108,12 @@ def top100_steps(gen: Generation) -> Iterator[Step]:
             continue
         interventions += 1
         t2 = time.perf_counter()
-        guide_sync.update(gen.output.y)
-        p_guide = blend.softmax(guide.logits())
+        gd, g = guide.strings(gen.output.y)
         t3 = time.perf_counter()
-        mixed, alpha, b_top, _ = top100_choice(p_base, p_guide, base_strings, guide_strings, s.alpha)
+        bd = string_distribution(p_base, base_strings)
+        mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
         piece, text, provenance = choose_string(gen, mixed, b_top, index)
         yield Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
-                   intervened=True, b=b, g=float(p_guide.max()), alpha=alpha,
+                   intervened=True, b=b, g=g, alpha=alpha,
                    p_base_token=None, t_base=t1 - t0, t_guide=t3 - t2,
                    t_blend=(t2 - t1) + (time.perf_counter() - t3))

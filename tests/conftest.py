@@ -88,3 +88,13 @@ def gemma_server(default_models: dict[str, Path]):  # -> Iterator[str]
 
     with llama_cpp_server(default_models["gemma3-270m"], "gemma3-270m") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def smollm_server(default_models: dict[str, Path]):  # -> Iterator[str]
+    """A real llama-cpp-python OpenAI server holding the default guide; yields its URL (…/v1).
+    Started only by the tests that ask for it."""
+    from servers import llama_cpp_server
+
+    with llama_cpp_server(default_models["smollm2-135m-instruct"], "smollm2-135m-instruct") as url:
+        yield url
