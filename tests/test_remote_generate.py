@@ -59,8 +59,9 @@ def test_remote_base_needs_top100_support(gemma_server):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--method", "nudging"], "method 'nudging' does not run on a remote base yet"),
-    (["--support", "top100", "--temperature", "0.7"], "decodes greedily"),
+    (["--method", "proxy", "--anti-expert", "smollm2-135m-instruct"],
+     "method proxy --support full needs full distributions; the base at"),
+    (["--support", "top100", "--temperature", "0.7"], "a base on a server decodes greedily"),
 ])
 def test_unsupported_remote_settings_are_one_line(args, needle):
     models = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]})}
@@ -103,14 +104,15 @@ def test_a_remote_base_dying_mid_answer_keeps_the_text_and_says_why():
 
 @pytest.mark.parametrize("args", [
     ["bench"], ["replay", PROMPT, "--continuation", "x"], ["diagnose"],
-    ["generate", "--guide", "http://127.0.0.1:9/v1#g", PROMPT],
+    ["bench", "--guide", "http://127.0.0.1:9/v1#g"],
+    ["generate", "--method", "proxy", "--anti-expert", "http://127.0.0.1:9/v1#g", PROMPT],
 ])
 def test_commands_that_cannot_use_a_server_model_say_so_before_loading(args):
-    base = [] if "--guide" in args else ["--base", "http://127.0.0.1:9/v1#m"]
+    base = [] if "--guide" in args or "--anti-expert" in args else ["--base", "http://127.0.0.1:9/v1#m"]
     proc = run(*args, *base)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and ("not supported here yet" in lines[0] or "runs only as the base" in lines[0])
+    assert len(lines) == 1 and ("not supported here yet" in lines[0] or "cannot be the anti-expert" in lines[0])
 
 
 @pytest.mark.integration
