@@ -13,10 +13,10 @@ import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from cli_run import SCRIPT, run_cli
 
 from blendin_local.remote import RemoteError, RemoteModel, RemoteSpec
 
-from cli_run import SCRIPT, run_cli
 from servers import completion_chunk, scripted_server, send_json, send_sse_head
 
 PROMPT = "Why is the sky blue?"
@@ -122,7 +122,7 @@ def test_a_refused_logprob_count_is_learned_when_allowed():
 def test_the_logprob_limit_through_the_cli():
     asked: list[int] = []
     handlers = {**MODELS, "POST /v1/completions": refusing(20, asked)}
-    args = ["generate", "--base", f"{{}}#m", "--support", "top100", "--max-tokens", "3", "--json",
+    args = ["generate", "--base", "{}#m", "--support", "top100", "--max-tokens", "3", "--json",
             "--gamma", "0.5", PROMPT]
     with scripted_server(handlers) as (url, _):
         cli_args = [a.format(url) for a in args]

@@ -112,7 +112,8 @@ def test_commands_that_cannot_use_a_server_model_say_so_before_loading(args):
     proc = run(*args, *base)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and ("not supported here yet" in lines[0] or "cannot be the anti-expert" in lines[0])
+    assert len(lines) == 1
+    assert "not supported here yet" in lines[0] or "cannot be the anti-expert" in lines[0]
 
 
 @pytest.mark.integration
