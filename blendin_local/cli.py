@@ -231,7 +231,7 @@ def models_fetch(names: tuple[str, ...], force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def models_info(model: str, as_json: bool) -> None:
     """Metadata of MODEL (catalog name or GGUF path), read from the GGUF header."""
-    from .gguf_check import read_info
+    from .gguf_info import read_info
     from .models import resolve_model
 
     info = read_info(resolve_model(model))

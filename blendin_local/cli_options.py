@@ -8,12 +8,13 @@ from typing import Any, TypeVar
 import click
 
 from .errors import BlendinError, UsageError
+from .methods import METHODS, needing
 from .models import default_model, load_pair
 from .pair import ModelPair
 from .params import SEED, TEXT
 from .prompts import TEMPLATES
 from .sampling import SamplingSettings
-from .settings import METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
+from .settings import SUPPORTS, GenerationSettings, parse_alpha
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_CHOICES = ("auto", "plain", *TEMPLATES)
@@ -63,13 +64,13 @@ model_options = _stack(
 )
 
 decoding_options = _stack(
-    click.option("--method", type=click.Choice(METHODS), default="blendin", show_default=True,
+    click.option("--method", type=click.Choice(list(METHODS)), default="blendin", show_default=True,
                  help="Decoding method."),
     click.option("--gamma", type=float, default=0.4, show_default=True,
                  help="Gate: the guide speaks when the base's top-1 probability < gamma."),
     click.option("--alpha", default="auto", show_default=True,
                  help="Blend weight of the guide: 'auto' or a number in [0, 1]."),
-    click.option("--support", type=click.Choice(["full", "top100"]), default="full",
+    click.option("--support", type=click.Choice(SUPPORTS), default="full",
                  show_default=True, help="Blend full distributions, or the paper's top-100 strings."),
     click.option("--cap", type=float, default=None,
                  help="Intervention cap: after 20 tokens, stop intervening while the rate >= CAP."),
@@ -105,9 +106,9 @@ def _warn(message: str) -> None:
 
 
 def refuse_remote_base(opts: dict[str, Any]) -> None:
-    """For commands that read the base's dense logits (bench, replay, diagnose): a base behind a
-    server cannot run there yet; say so before anything loads."""
-    from .remote import RemoteSpec
+    """For commands that read dense logits of both models (bench): a model behind a server cannot
+    run there yet; say so before anything loads."""
+    from .engines.remote import RemoteSpec
 
     for role in ("base", "guide"):
         if RemoteSpec.is_remote(opts.get(role) or ""):
@@ -121,21 +122,21 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
                       warn: Callable[[str], None] = _warn) -> ModelPair:
     """Load only the models the given methods need (default pair where not named); odd choices
     (see :mod:`option_warnings`) go to ``warn``."""
+    from .engines.remote import RemoteSpec
     from .option_warnings import option_warnings
-    from .remote import RemoteSpec
     from .remote_prompts import set_templates
 
     if RemoteSpec.is_remote(opts.get("anti") or ""):
         raise UsageError("--anti-expert: a model on a server cannot be the anti-expert (proxy "
                          "needs full distributions): give a local GGUF")
-    need_base = any(m in NEEDS_BASE for m in methods)
-    need_guide = any(m in NEEDS_GUIDE for m in methods)
-    if "proxy" in methods and not opts.get("anti"):
-        raise BlendinError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
+    need_anti = [m for m in methods if needing("anti", [m])]
+    if need_anti and not opts.get("anti"):
+        raise BlendinError(f"method {need_anti[0]!r} needs --anti-expert MODEL (the guide's untuned "
+                           "counterpart)")
     pair = load_pair(
-        (opts.get("base") or default_model("base")) if need_base else None,
-        (opts.get("guide") or default_model("guide")) if need_guide else None,
-        opts.get("anti") if "proxy" in methods else None,
+        (opts.get("base") or default_model("base")) if needing("base", methods) else None,
+        (opts.get("guide") or default_model("guide")) if needing("guide", methods) else None,
+        opts.get("anti") if need_anti else None,
         n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
         seed=opts.get("seed") or 0,
         remote={"api_key": opts.get("remote_api_key"), "timeout": opts.get("timeout", 60.0),

@@ -124,7 +124,7 @@ def _versions() -> Iterator[Check]:
 
 
 def _llama_build(probe: ProbeCommand, host_flags: set[str] | None) -> Iterator[Check]:
-    from .llama_engine import build_features
+    from .engines.llama import build_features
 
     result = run_child(probe("info"))
     info = child_json(result)

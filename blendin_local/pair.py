@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import Engine, is_remote
+from .engines import is_remote
+from .engines.base import Engine
 from .projection import Projection
 from .prompts import Conversation, RenderedPrompt, render
+from .remote_prompts import remote_prompt
 
 
 @dataclass
@@ -41,8 +43,6 @@ def prompt_for(engine: Engine, conv: Conversation, *, role: str) -> RenderedProm
     """
     is_base = role == "base"
     if is_remote(engine):  # no vocabulary or template to read: the server or an option says
-        from .remote_prompts import remote_prompt
-
         return remote_prompt(engine, conv)
     rendered = render(
         conv,

@@ -38,7 +38,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_engine(tiny_gguf: Path):  # -> LlamaEngine
     """A fresh engine on the tiny model; ``n_batch=16`` so batched evaluation is chunked."""
-    from blendin_local.llama_engine import LlamaEngine
+    from blendin_local.engines.llama import LlamaEngine
 
     engine = LlamaEngine(tiny_gguf, n_ctx=256, n_batch=16, n_threads=2)
     yield engine

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from cli_run import SCRIPT, run_cli
 
-from blendin_local.remote import RemoteError, RemoteModel, RemoteSpec
+from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
 
 from servers import completion_chunk, scripted_server, send_json, send_sse_head
 

@@ -13,9 +13,9 @@ from ..cli_options import (
     decoding_options,
     model_options,
     pair_from_options,
-    refuse_remote_base,
     settings_from_options,
 )
+from ..engines.remote import RemoteError
 from ..errors import UsageError
 from ..fileio import path_error, write_text_atomically
 from ..models import default_model
@@ -120,6 +120,10 @@ def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, 
                                done=len(keys) - len(todo), total=len(keys))
         else:
             click.echo(f"all {len(keys)} answers already in {store.path}; summarising", err=True)
+    except RemoteError as exc:  # a server died or failed mid-run: say what is kept
+        store.close()
+        raise RemoteError(f"{exc}; {len(store.select(keys))} of {len(keys)} answers are saved in "
+                          f"{store.path}: run the same command again to resume") from None
     except KeyboardInterrupt:
         store.close()
         click.echo(f"\ninterrupted: {len(store.select(keys))} of {len(keys)} answers are saved in "
@@ -231,7 +235,6 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
                                                   report=_bad_row)]
     else:
         prompts = list(SAMPLE_PROMPTS[:limit])
-    refuse_remote_base(opts)
     pair = pair_from_options(opts, ["blendin"])
     assert pair.base is not None and pair.guide is not None
     with _console(stderr=True).status("answering sample prompts") as status:
@@ -257,7 +260,7 @@ def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path)
     echo(f"pair: {title}")
     cov = ", ".join(f"{'<0.1' if 0 < v < 0.05 else f'{v:.1f}'}% {k}"
                     for k, v in d.coverage.items())
-    echo(f"vocabulary: {'shared tokenizer' if d.identity else cov}")
+    echo(f"vocabulary: {'shared tokenizer' if d.identity else cov or 'unknown (a model on a server)'}")
     echo(f"sample: {d.prompts} prompts, {len(d.steps)} steps, every step blended (γ=2, auto α); "
          "rates below are along that trajectory")
     q = d.confidence_quantiles()
@@ -276,4 +279,6 @@ def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path)
         echo(f"{g:>5g}  {100 * a['rate']:>11.1f}%  {o10:>10}  {o100:>11}  {ch:>13}{mark}")
     headline, reasons = d.verdict()
     echo(f"verdict: {headline}: " + "; ".join(reasons) + ".")
+    for note in d.approximations():
+        echo(f"approximation: {note}")
     echo(f"figure: {figure_path}")

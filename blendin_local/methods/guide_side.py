@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from . import blend
-from .engine import Engine, is_remote
-from .pair import prompt_for
-from .remote import RemoteModel
-from .remote_prompts import remote_prompt
-from .sync import TextSync, complete_utf8_prefix
-from .top100 import TOP, decoded_strings, string_distribution
+from .. import blend
+from ..engines import is_remote
+from ..engines.base import Engine, decoded_strings
+from ..engines.remote import RemoteModel
+from ..pair import prompt_for
+from ..remote_prompts import remote_prompt
+from ..sync import TextSync, complete_utf8_prefix
+from .strings import TOP, string_distribution
 
 if TYPE_CHECKING:
-    from .generate import Generation
+    from ..decoding import Decoding
 
 Draft = list[tuple[int, bytes]]  # (token id, or -1 where a server gave text only; its bytes)
 
@@ -36,7 +37,7 @@ class GuideView(Protocol):
 
 
 class LocalGuide:
-    def __init__(self, gen: Generation, engine: Engine) -> None:
+    def __init__(self, gen: Decoding, engine: Engine) -> None:
         gp = prompt_for(engine, gen.conv, role="guide")
         self.engine = engine
         self.sync = TextSync(engine, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
@@ -68,7 +69,7 @@ class RemoteGuide:
     one-token request that comes back empty means the guide's greedy choice is to end its turn:
     that is taken as certain (``{"": 1.0}``, as a local guide's end-of-turn string reads)."""
 
-    def __init__(self, gen: Generation, model: RemoteModel) -> None:
+    def __init__(self, gen: Decoding, model: RemoteModel) -> None:
         gp = remote_prompt(model, gen.conv)
         self.model = model
         self.prompt = gp.text.decode("utf-8", errors="replace")
@@ -97,7 +98,7 @@ class RemoteGuide:
         return out, ended
 
 
-def guide_view(gen: Generation) -> LocalGuide | RemoteGuide:
+def guide_view(gen: Decoding) -> LocalGuide | RemoteGuide:
     guide = gen.pair.guide
     assert guide is not None
     return RemoteGuide(gen, guide) if is_remote(guide) else LocalGuide(gen, guide)

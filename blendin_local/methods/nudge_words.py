@@ -1,23 +1,14 @@
-"""Nudging (Fei et al. 2024), the reference's non-blending path (spec §5).
-
-When the base's top-1 < γ, the guide greedily writes up to 16 tokens; its words are accepted one by
-one (the first always) until the base, given the text so far, either starts the next word itself
-or is confident. Both models read the canonical tokenisation of their prefix + the text.
-"""
+"""Nudging's word logic (spec §5), shared by the local loop (``nudging``) and the loop over a base
+on a server (``remote_nudging``): split the guide's draft into words, let the base veto words, and
+emit the accepted draft's tokens as steps."""
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
-from . import blend
-from .settings import NUDGE_TOKENS
-from .steps import Provenance, Step, StopReason
-
-if TYPE_CHECKING:
-    from .generate import Generation
+from ..decoding import Decoding
+from ..steps import Provenance, Step, StopReason
 
 _WORD = re.compile(rb"\s*\S+")
 
@@ -47,55 +38,11 @@ def accept_words(words: list[bytes], base_top: Callable[[bytes], tuple[float, by
     return accepted
 
 
-def nudging_steps(gen: Generation) -> Iterator[Step]:
-    base = gen.pair.base
-    assert base is not None
-    s = gen.settings
-    base_sync, guide = gen.text_syncs()
-    base_pieces = base.pieces()
-
-    def base_top(accepted: bytes) -> tuple[float, bytes]:
-        base_sync.update(gen.output.y + accepted)
-        p_next = blend.softmax(base.logits())
-        top = int(p_next.argmax())
-        return float(p_next[top]), base_pieces[top]
-
-    index = 0
-    while index < s.max_tokens:
-        if gen.halted(base):
-            return
-        t0 = time.perf_counter()
-        base_sync.update(gen.output.y)
-        t1 = time.perf_counter()
-        b = float(blend.softmax(base.logits()).max())
-        if b >= s.gamma:
-            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=t1 - t0)
-            index += 1
-            if gen.stop_reason is not None:
-                return
-            continue
-        # The guide nudges: draft, then accept words while the base stays unsure of them.
-        t2 = time.perf_counter()
-        draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
-        words = split_words(b"".join(piece for _, piece in draft))
-        accepted = accept_words(words, base_top, s.gamma)
-        nudge = NudgeSteps(gen, b, t_base=t1 - t0, t_guide=time.perf_counter() - t2)
-        for step in nudge.steps(draft, accepted, index):
-            yield step
-            index += 1
-        if nudge.finished(guide_ended and len(accepted) == len(words)):
-            return
-        if not accepted:  # the guide wrote nothing usable: let the base go on
-            base_sync.update(gen.output.y)
-            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=0.0)
-            index += 1
-
-
 class NudgeSteps:
     """The steps of one nudge: the draft's tokens covering the accepted words, the first marked as
     the intervention (shared by the local and the remote-base loops)."""
 
-    def __init__(self, gen: Generation, b: float, *, t_base: float, t_guide: float) -> None:
+    def __init__(self, gen: Decoding, b: float, *, t_base: float, t_guide: float) -> None:
         self.gen, self.b, self.t_base, self.t_guide = gen, b, t_base, t_guide
         self.cut = False  # the answer ended (stop string, token limit) inside the nudge
 

@@ -23,13 +23,19 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import BlendinError, UsageError
+from ..errors import BlendinError, UsageError
+from .base import Capabilities, EngineKind, Position
 
 API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
 
 class RemoteError(BlendinError):
     """The server is unreachable, refused the request, or answered something unusable."""
+
+
+class RequestRefused(RemoteError):
+    """The server answered 400/422 to a request it does not accept (e.g. llama.cpp's native
+    server refuses ``echo``): a caller may fall back to another form of the request."""
 
 
 @dataclass(frozen=True)
@@ -54,24 +60,6 @@ class RemoteSpec:
         if not name:
             raise UsageError(f"{option}: name the served model, e.g. {url}#MODEL")
         return cls(url.rstrip("/"), name)
-
-
-@dataclass(frozen=True)
-class Position:
-    """One generated position: the chosen token's string, its logprob, and the top-k alternatives
-    (``{string: logprob}``; as parsed from JSON, a string listed twice keeps its later value)."""
-
-    text: str
-    logprob: float
-    top: dict[str, float]
-
-    @property
-    def top1_prob(self) -> float:
-        """Probability of the most likely token at this position (the gate's ``b``)."""
-        return math.exp(max(self.top.values())) if self.top else math.exp(self.logprob)
-
-    def probs(self) -> dict[str, float]:
-        return {s: math.exp(lp) for s, lp in self.top.items()}
 
 
 @dataclass
@@ -140,6 +128,8 @@ class RemoteModel:
 
     gives = "top-k logprobs"
     stateless = True
+    capabilities = Capabilities(dense_logits=False, kv_cache=False, top_logprobs=100,
+                                token_id_prompts=False, chunked_generation=True, vocabulary=False)
 
     def __init__(
         self,
@@ -224,7 +214,8 @@ class RemoteModel:
             allowed = f"allows {limit} logprobs" if limit is not None else "refused the logprobs asked"
             raise RemoteError(f"the server at {url} {allowed} ({message}); start vLLM with "
                               "--max-logprobs 100, or pass --allow-fewer-logprobs")
-        raise RemoteError(f"{url} answered {status} on {path}: {message or 'no message'}")
+        error = RequestRefused if status in (400, 422) else RemoteError
+        raise error(f"{url} answered {status} on {path}: {message or 'no message'}")
 
     def served_models(self) -> list[str]:
         """Model names from ``GET /models``."""
@@ -303,6 +294,25 @@ class RemoteModel:
     def _shape_error(self, exc: Exception) -> RemoteError:
         detail = f": {exc}" if str(exc) else ""
         return RemoteError(f"{self.spec.url} sent a completions chunk that is not OpenAI's shape{detail}")
+    def complete_json(self, body: dict[str, Any]) -> Any:
+        """One non-streamed ``/completions`` request; its parsed JSON body (not yet validated)."""
+        t0 = time.perf_counter()
+        response = self._send("POST", "/completions", {"model": self.spec.model, **body})
+        try:
+            data = json.loads(response.read())
+        except ValueError:
+            raise RemoteError(f"{self.spec.url} answered /completions with something that is not "
+                              "JSON") from None
+        except httpx.TimeoutException:
+            raise RemoteError(f"{self.spec.url} did not finish its answer within "
+                              f"{self.timeout:g} s (raise --timeout)") from None
+        except httpx.TransportError as exc:
+            raise RemoteError(f"the connection to {self.spec.url} dropped: {_reason(exc)}") from None
+        finally:
+            self.traffic.bytes_received += response.num_bytes_downloaded
+            self.traffic.seconds += time.perf_counter() - t0
+            response.close()
+        return data
 
     def stream(
         self,
@@ -406,6 +416,9 @@ class RemoteModel:
             return None
         return prompt if isinstance(prompt, str) and prompt else None
 
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        return self.next_position(prompt, logprobs=k)
+
 
 class _LogprobLimit(Exception):
     """Internal: the server refused the logprobs asked and named its limit."""
@@ -429,3 +442,14 @@ def _reason(exc: httpx.TransportError) -> str:
     if "refused" in text.lower():
         return "connection refused"
     return " ".join(text.split())[:120]
+
+
+def open_remote(spec: str, **options: Any) -> RemoteModel:
+    """A remote model from ``URL#MODEL``, checked now (server up, model served)."""
+    model = RemoteModel(RemoteSpec.parse(spec), **options)
+    model.check()
+    return model
+
+
+KIND = EngineKind(name="remote", spelling="an OpenAI-compatible server as http(s)://HOST:PORT/v1#MODEL",
+                  claims=RemoteSpec.is_remote, open=open_remote)
