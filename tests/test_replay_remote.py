@@ -108,7 +108,7 @@ def test_a_server_refusing_echo_is_asked_once_per_step_and_remembered():
         send_position(h, word, top)
 
     with scripted_server({"POST /v1/completions": completions}) as (url, seen):
-        pair = ModelPair(base=RemoteModel(RemoteSpec(url, "m"), retries=0, template="plain"))  # as the CLI asks
+        pair = ModelPair(base=RemoteModel(RemoteSpec(url, "m"), retries=0, template="plain"))
         scorer = PromptScorer(pair.base)  # type: ignore[arg-type]
         base_only = GenerationSettings(method="base", support="top100")
         rows = list(replay(pair, CONV, base_only, ANSWER, scorer=scorer))
