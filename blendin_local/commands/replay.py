@@ -7,21 +7,21 @@ from typing import Any
 
 import click
 
-from .cli_options import (
+from ..cli_options import (
     decoding_options,
     model_options,
     pair_from_options,
     refuse_remote_base,
     settings_from_options,
 )
-from .errors import UsageError
-from .fileio import StreamingOutput, streaming_output
-from .pair import ModelPair
-from .params import TEXT
-from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from .replay import ReplayRow, replay
-from .settings import GenerationSettings
-from .textin import read_text_file
+from ..errors import UsageError
+from ..fileio import StreamingOutput, streaming_output
+from ..pair import ModelPair
+from ..params import TEXT
+from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
+from ..replay import ReplayRow, replay
+from ..settings import GenerationSettings
+from ..textin import read_text_file
 
 
 def _read_items(prompt: str | None, continuation: str | None, from_trace: str | None,
@@ -140,3 +140,6 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
         console.print(f"{n} steps: the gate opens at {inter} ({100 * inter / n:.0f}%), the "
                       f"guide would change {changed} token(s); {same}/{n} picks equal the "
                       f"continuation.")
+
+
+command = replay_command
