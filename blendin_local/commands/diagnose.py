@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..cli_options import model_options, pair_from_options, refuse_remote_base
+from ..cli_options import model_options, pair_from_options
 from ..errors import UsageError
 from ..evaluation.datasets import TASK_NAMES, load_items
 from ..evaluation.runner import parse_gammas
@@ -56,7 +56,6 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
                                                   report=_bad_row)]
     else:
         prompts = list(SAMPLE_PROMPTS[:limit])
-    refuse_remote_base(opts)
     pair = pair_from_options(opts, ["blendin"])
     assert pair.base is not None and pair.guide is not None
     with _console(stderr=True).status("answering sample prompts") as status:
@@ -82,7 +81,7 @@ def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path)
     echo(f"pair: {title}")
     cov = ", ".join(f"{'<0.1' if 0 < v < 0.05 else f'{v:.1f}'}% {k}"
                     for k, v in d.coverage.items())
-    echo(f"vocabulary: {'shared tokenizer' if d.identity else cov}")
+    echo(f"vocabulary: {'shared tokenizer' if d.identity else cov or 'unknown (a model on a server)'}")
     echo(f"sample: {d.prompts} prompts, {len(d.steps)} steps, every step blended (γ=2, auto α); "
          "rates below are along that trajectory")
     q = d.confidence_quantiles()
@@ -101,6 +100,8 @@ def _print_diagnosis(d: Any, gammas: list[float], title: str, figure_path: Path)
         echo(f"{g:>5g}  {100 * a['rate']:>11.1f}%  {o10:>10}  {o100:>11}  {ch:>13}{mark}")
     headline, reasons = d.verdict()
     echo(f"verdict: {headline}: " + "; ".join(reasons) + ".")
+    for note in d.approximations():
+        echo(f"approximation: {note}")
     echo(f"figure: {figure_path}")
 
 

@@ -1,4 +1,4 @@
-"""``blendin-local eval`` and ``blendin-local diagnose`` (imported lazily by the CLI)."""
+"""``blendin-local eval`` (imported lazily by the CLI; ``diagnose`` shares its helpers)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..cli_options import (
     pair_from_options,
     settings_from_options,
 )
+from ..engines.remote import RemoteError
 from ..evaluation.datasets import TASK_NAMES, BadRow, load_items
 from ..evaluation.records import RecordStore, check_manifest
 from ..evaluation.runner import (
@@ -118,6 +119,10 @@ def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, 
                                done=len(keys) - len(todo), total=len(keys))
         else:
             click.echo(f"all {len(keys)} answers already in {store.path}; summarising", err=True)
+    except RemoteError as exc:  # a server died or failed mid-run: say what is kept
+        store.close()
+        raise RemoteError(f"{exc}; {len(store.select(keys))} of {len(keys)} answers are saved in "
+                          f"{store.path}: run the same command again to resume") from None
     except KeyboardInterrupt:
         store.close()
         click.echo(f"\ninterrupted: {len(store.select(keys))} of {len(keys)} answers are saved in "

@@ -32,6 +32,11 @@ class RemoteError(BlendinError):
     """The server is unreachable, refused the request, or answered something unusable."""
 
 
+class RequestRefused(RemoteError):
+    """The server answered 400/422 to a request it does not accept (e.g. llama.cpp's native
+    server refuses ``echo``): a caller may fall back to another form of the request."""
+
+
 @dataclass(frozen=True)
 class RemoteSpec:
     """Where a remote model lives: the API base URL (ending in ``/v1``) and the served model name."""
@@ -192,7 +197,8 @@ class RemoteModel:
             allowed = f"allows {limit.group(1)} logprobs" if limit else "refused the logprobs asked"
             raise RemoteError(f"the server at {url} {allowed} ({message}); start vLLM with "
                               "--max-logprobs 100, or ask for fewer with --logprobs")
-        raise RemoteError(f"{url} answered {status} on {path}: {message or 'no message'}")
+        error = RequestRefused if status in (400, 422) else RemoteError
+        raise error(f"{url} answered {status} on {path}: {message or 'no message'}")
 
     def served_models(self) -> list[str]:
         """Model names from ``GET /models``."""
@@ -215,6 +221,26 @@ class RemoteModel:
         if names and self.spec.model not in names:
             raise RemoteError(f"{self.spec.url} does not serve model {self.spec.model!r} "
                               f"(it serves: {', '.join(names)})")
+
+    def complete_json(self, body: dict[str, Any]) -> Any:
+        """One non-streamed ``/completions`` request; its parsed JSON body (not yet validated)."""
+        t0 = time.perf_counter()
+        response = self._send("POST", "/completions", {"model": self.spec.model, **body})
+        try:
+            data = json.loads(response.read())
+        except ValueError:
+            raise RemoteError(f"{self.spec.url} answered /completions with something that is not "
+                              "JSON") from None
+        except httpx.TimeoutException:
+            raise RemoteError(f"{self.spec.url} did not finish its answer within "
+                              f"{self.timeout:g} s (raise --timeout)") from None
+        except httpx.TransportError as exc:
+            raise RemoteError(f"the connection to {self.spec.url} dropped: {_reason(exc)}") from None
+        finally:
+            self.traffic.bytes_received += response.num_bytes_downloaded
+            self.traffic.seconds += time.perf_counter() - t0
+            response.close()
+        return data
 
     def stream(
         self,

@@ -22,7 +22,14 @@ from ..pair import prompt_for
 from ..settings import CAP_WARMUP
 from ..steps import Provenance, Step, StopReason
 from ..sync import TextSync
-from .top100 import TOP, blend_string_distributions, choose_string, decoded_strings, string_distribution
+from .top100 import (
+    TOP,
+    blend_string_distributions,
+    choose_string,
+    decoded_strings,
+    string_distribution,
+    string_overlaps,
+)
 
 
 def remote_steps(gen: Decoding) -> Iterator[Step]:
@@ -94,7 +101,9 @@ def _blend_step(gen: Decoding, position: Position, guide_sync: TextSync, guide_s
     mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
     piece, text, provenance = choose_string(gen, mixed, b_top, index)
     choice = piece.decode()
+    o10, o100 = string_overlaps(bd, gd)
     return Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
                 intervened=True, b=b, g=g, alpha=alpha, p_base_token=bd.get(choice),
-                p_guide_token=gd.get(choice), t_base=t_base, t_guide=t2 - t1,
+                p_guide_token=gd.get(choice), overlap10=o10, overlap100=o100,
+                t_base=t_base, t_guide=t2 - t1,
                 t_blend=time.perf_counter() - t2)

@@ -29,6 +29,17 @@ def string_distribution(p: np.ndarray, pieces: list[str], k: int = TOP) -> dict[
     return out
 
 
+def string_overlaps(base: dict[str, float], guide: dict[str, float]) -> tuple[float, float]:
+    """overlap@10 and @100 of the two models' top-k *string* sets (what a server gives: an
+    approximation of the token overlap of spec §7, two tokens with one string count once)."""
+
+    def top(d: dict[str, float], k: int) -> set[str]:
+        return set(sorted(d, key=d.__getitem__, reverse=True)[:k])
+
+    return (len(top(base, 10) & top(guide, 10)) / 10.0,
+            len(top(base, TOP) & top(guide, TOP)) / float(TOP))
+
+
 def top_string(d: dict[str, float]) -> str:
     return max(d, key=d.__getitem__)
 
