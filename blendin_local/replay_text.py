@@ -33,11 +33,12 @@ from .methods.strings import TOP, blend_string_distributions, string_distributio
 from .pair import ModelPair, prompt_for
 from .prompts import Conversation
 from .remote_scoring import PromptScorer
-from .replay import ReplayRow
+from .replay_rows import ReplayRow
 from .settings import CAP_WARMUP, GenerationSettings
 from .sync import TextSync
 
-TEXT_METHODS = ("base", "blendin", "ensemble")
+# The methods that run on top-k strings (those with a step source over a remote base).
+TEXT_METHODS = tuple(sorted(m.name for m in methods.METHODS.values() if m.remote_steps))
 
 
 @dataclass(frozen=True)
