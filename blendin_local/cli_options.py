@@ -105,19 +105,6 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def refuse_remote_base(opts: dict[str, Any]) -> None:
-    """For commands that read dense logits of both models (bench): a model behind a server cannot
-    run there yet; say so before anything loads."""
-    from .engines.remote import RemoteSpec
-
-    for role in ("base", "guide"):
-        if RemoteSpec.is_remote(opts.get(role) or ""):
-            command = click.get_current_context(silent=True)
-            name = command.info_name if command is not None else "this command"
-            raise UsageError(f"{name} needs the {role}'s full distributions: a {role} on a server "
-                             "is not supported here yet (generate, chat, eval and serve run it)")
-
-
 def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
                       warn: Callable[[str], None] = _warn) -> ModelPair:
     """Load only the models the given methods need (default pair where not named); odd choices

@@ -103,8 +103,6 @@ def test_a_remote_base_dying_mid_answer_keeps_the_text_and_says_why():
 
 
 @pytest.mark.parametrize("args", [
-    ["bench"],
-    ["bench", "--guide", "http://127.0.0.1:9/v1#g"],
     ["generate", "--method", "proxy", "--anti-expert", "http://127.0.0.1:9/v1#g", PROMPT],
 ])
 def test_commands_that_cannot_use_a_server_model_say_so_before_loading(args):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 import os
 import re
 import time
@@ -25,6 +24,7 @@ import httpx
 
 from ..errors import BlendinError, UsageError
 from .base import Capabilities, EngineKind, Position
+from .remote_shapes import parse_positions
 
 API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
@@ -75,39 +75,6 @@ class Traffic:
     def to_dict(self) -> dict[str, float]:
         return {"requests": self.requests, "bytes_received": self.bytes_received,
                 "seconds": round(self.seconds, 4)}
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{what} is not a number")
-    return float(value)
-
-
-def parse_positions(choice: Any) -> list[Position]:
-    """Positions of one ``choices[i]`` object of a completions answer (raises ValueError)."""
-    if not isinstance(choice, dict):
-        raise ValueError("a choice is not an object")
-    lp = choice.get("logprobs")
-    if lp is None:
-        return []
-    if not isinstance(lp, dict):
-        raise ValueError("logprobs is not an object")
-    tokens, values, tops = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
-    if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(tops, list)):
-        raise ValueError("logprobs lacks tokens / token_logprobs / top_logprobs lists")
-    if not len(tokens) == len(values) == len(tops):
-        raise ValueError("logprobs lists have different lengths")
-    out = []
-    for token, value, top in zip(tokens, values, tops, strict=True):
-        if not isinstance(token, str):
-            raise ValueError("a token is not a string")
-        if top is None:
-            top = {}
-        if not isinstance(top, dict):
-            raise ValueError("a top_logprobs entry is not an object")
-        alternatives = {str(s): _number(v, "a top logprob") for s, v in top.items()}
-        out.append(Position(token, _number(value, "a token logprob"), alternatives))
-    return out
 
 
 def _error_message(response: httpx.Response) -> str:
