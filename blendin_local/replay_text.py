@@ -38,7 +38,7 @@ from .settings import CAP_WARMUP, GenerationSettings
 from .sync import TextSync
 
 # The methods that run on top-k strings (those with a step source over a remote base).
-TEXT_METHODS = tuple(sorted(m.name for m in methods.METHODS.values() if m.remote_steps))
+TEXT_METHODS = tuple(sorted(m.name for m in methods.METHODS.values() if m.replays_text))
 
 
 @dataclass(frozen=True)

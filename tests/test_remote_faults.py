@@ -13,7 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
-from cli_run import SCRIPT, run_cli
+from cli_run import SCRIPT, default_sigint, run_cli
 
 from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
 
@@ -41,7 +41,7 @@ def test_ctrl_c_closes_the_in_flight_request_and_exits_130():
     with scripted_server({**MODELS, "POST /v1/completions": slow}) as (url, _):
         proc = subprocess.Popen([str(SCRIPT), "generate", "--method", "base", "--base", f"{url}#m", PROMPT],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint)
         try:
             out = b""
             deadline = time.monotonic() + 60

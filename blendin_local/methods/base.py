@@ -13,6 +13,7 @@ SPEC = MethodSpec(
     drives="base",
     colour="#555555",
     replays=True,
+    replays_text=True,
     steps={"full": base_driven_steps},
     remote_steps={"full": ignoring_spec(remote_base_steps)},
     rank=1,

@@ -21,6 +21,7 @@ SPEC = MethodSpec(
     fixed={"gamma": math.inf, "alpha": 0.5},
     projects=True,
     replays=True,
+    replays_text=True,
     steps={"full": base_driven_steps, "top100": ignoring_spec(top100_steps)},
     remote_steps={"top100": ignoring_spec(remote_base_steps)},
     reads_guide_text=frozenset({"top100"}),

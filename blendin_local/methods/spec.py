@@ -36,6 +36,8 @@ class MethodSpec:
             projection) where it runs with support ``full``.
         gate: when the guide speaks: ``never``, ``gamma`` (base top-1 < γ, then the cap) or ``always``.
         replays: whether ``replay`` can teacher-force it.
+        replays_text: whether ``replay`` can teacher-force it along text over top-k strings
+            (``--support top100``, or a base on a server).
         events: whether its intervention count is guide calls (nudging's events), not blended tokens.
         rate_note: a footnote for eval tables when ``events`` is set.
         colour: its colour in plots.
@@ -58,6 +60,7 @@ class MethodSpec:
     gate: Gate = "never"
     projects: bool = False
     replays: bool = False
+    replays_text: bool = False
     events: bool = False
     rate_note: str = ""
     fixed: Mapping[str, Any] = field(default_factory=dict)
