@@ -119,3 +119,32 @@ def test_the_guide_method_ignores_a_remote_base(gemma_server):
     guide_alone = summary("--base", f"{gemma_server}#gemma3-270m", "--method", "guide", "--max-tokens", "8")
     local = summary("--method", "guide", "--max-tokens", "8")
     assert guide_alone["text"] == local["text"] and "remote" not in guide_alone
+
+
+@pytest.mark.parametrize(("finish", "requests", "text"), [
+    ("length", 2, " é é"),  # fewer positions than tokens asked, yet the limit: ask again
+    ("stop", 1, " é"),  # the model's end: no further request
+])
+def test_a_short_chunk_ends_the_answer_only_when_the_server_says_stop(finish, requests, text):
+    """llama-server streams one position per multi-byte character, so a chunk of 4 tokens asked can
+    hold 1 position and still end on ``length``."""
+    import json as _json
+
+    from servers import completion_chunk, send_sse_head
+
+    asked: list[dict] = []
+
+    def completions(h, body) -> None:
+        asked.append(body)
+        send_sse_head(h)
+        h.wfile.write(completion_chunk([" é"]).encode())
+        end = {"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]}
+        h.wfile.write(f"data: {_json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+
+    handlers = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),
+                "POST /v1/completions": completions}
+    with scripted_server(handlers) as (url, _):
+        proc = run("generate", "--method", "base", "--base", f"{url}#m", "--remote-chunk", "4",
+                   "--max-tokens", "2" if finish == "length" else "8", PROMPT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(text) and len(asked) == requests

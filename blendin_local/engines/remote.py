@@ -120,6 +120,7 @@ class RemoteModel:
         self.template = template
         self.rendered: dict[str, str | None] = {}  # conversation → the server's rendering of it
         self.logprob_limit: int | None = None  # learned from the server (a refusal or a silent cap)
+        self.last_finish: str | None = None  # the last stream's finish_reason, once it came
         self.name = f"{spec.model}@{spec.url}"
         self.timeout = timeout
         self.retries = retries
@@ -308,6 +309,7 @@ class RemoteModel:
         if seed is not None:
             body["seed"] = seed
         asked = min(logprobs, self.logprob_limit or logprobs)
+        self.last_finish = None
         try:
             events = self._events({**body, "logprobs": asked})
             first = next(events, None)
@@ -320,6 +322,9 @@ class RemoteModel:
         with contextlib.closing(events):
             n = 0
             for choice in itertools.chain([first], events):
+                finish = choice.get("finish_reason")
+                if isinstance(finish, str):
+                    self.last_finish = finish
                 try:
                     positions = parse_positions(choice)
                 except ValueError as exc:
@@ -331,6 +336,12 @@ class RemoteModel:
                     self._check_alternatives(position, asked, logprobs)
                     n += 1
                     yield position
+
+    def ended_early(self, got: int, asked: int) -> bool:
+        """Did the last stream end the text (the model's end), rather than stop at the token
+        limit? llama-server streams one position per character where a character spans several
+        byte tokens, so a chunk can hold fewer positions than tokens asked yet end on ``length``."""
+        return got == 0 or (got < asked and self.last_finish != "length")
 
     def _check_alternatives(self, position: Position, asked: int, wanted: int) -> None:
         """Detect a server that silently returns fewer alternatives than asked. Strings that decode

@@ -48,7 +48,7 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
                     return
                 t0 = time.perf_counter()
         if unsure is None:
-            if got < asked:
+            if runs.base.ended_early(got, asked):
                 base_ended(gen)
                 return
             continue

@@ -88,7 +88,7 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
                     return
                 t0 = time.perf_counter()
         if unsure is None:
-            if got < asked:  # the server ended the text (its EOS) before the chunk was full
+            if runs.base.ended_early(got, asked):  # the server ended the text (its EOS)
                 base_ended(gen)
                 return
             continue
