@@ -12,10 +12,12 @@ from .methods import METHODS, needing
 from .models import default_model, load_pair
 from .pair import ModelPair
 from .params import SEED, TEXT
+from .prompts import TEMPLATES
 from .sampling import SamplingSettings
 from .settings import SUPPORTS, GenerationSettings, parse_alpha
 
 F = TypeVar("F", bound=Callable[..., Any])
+TEMPLATE_CHOICES = ("auto", "plain", *TEMPLATES)
 
 
 def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -32,8 +34,8 @@ model_options = _stack(
                  help="Base model: catalog name, GGUF path, fetched hf: reference, or an "
                       "OpenAI-compatible server as URL#MODEL [default: the default pair's base]."),
     click.option("--guide", "guide", default=None, metavar="MODEL",
-                 help="Guide model: catalog name, GGUF path or fetched hf: reference "
-                 "[default: the default pair's guide]."),
+                 help="Guide model: catalog name, GGUF path, fetched hf: reference, or a server "
+                      "as URL#MODEL [default: the default pair's guide]."),
     click.option("--anti-expert", "anti", default=None, metavar="MODEL",
                  help="The guide's untuned counterpart (method proxy only)."),
     click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
@@ -50,6 +52,15 @@ model_options = _stack(
     click.option("--remote-chunk", type=click.IntRange(min=1), default=16, show_default=True,
                  help="Tokens asked of a remote base per request while it is confident "
                       "(1 = one request per token, as the reference code)."),
+    click.option("--guide-template", type=click.Choice(TEMPLATE_CHOICES), default="auto",
+                 show_default=True, help="Chat template of a guide on a server: auto = the "
+                 "server's (llama.cpp's /apply-template), else plain with a warning."),
+    click.option("--base-template", type=click.Choice(TEMPLATE_CHOICES), default="plain",
+                 show_default=True, help="Chat template of a base on a server (plain = the "
+                 "reference's Question/Answer format)."),
+    click.option("--allow-fewer-logprobs", is_flag=True,
+                 help="Run with the alternatives a server allows when it allows fewer than 100 "
+                      "(reported in --json) instead of failing."),
 )
 
 decoding_options = _stack(
@@ -100,11 +111,11 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
     (see :mod:`option_warnings`) go to ``warn``."""
     from .engines.remote import RemoteSpec
     from .option_warnings import option_warnings
+    from .remote_prompts import set_templates
 
-    for flag in ("guide", "anti"):
-        if RemoteSpec.is_remote(opts.get(flag) or ""):
-            raise UsageError(f"--{flag.replace('anti', 'anti-expert')}: a model on a server runs only "
-                             "as the base for now: give a local GGUF")
+    if RemoteSpec.is_remote(opts.get("anti") or ""):
+        raise UsageError("--anti-expert: a model on a server cannot be the anti-expert (proxy "
+                         "needs full distributions): give a local GGUF")
     need_anti = [m for m in methods if needing("anti", [m])]
     if need_anti and not opts.get("anti"):
         raise BlendinError(f"method {need_anti[0]!r} needs --anti-expert MODEL (the guide's untuned "
@@ -116,8 +127,12 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
         n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
         seed=opts.get("seed") or 0,
         remote={"api_key": opts.get("remote_api_key"), "timeout": opts.get("timeout", 60.0),
-                "chunk_tokens": opts.get("remote_chunk", 16)},
+                "chunk_tokens": opts.get("remote_chunk", 16),
+                "allow_fewer_logprobs": opts.get("allow_fewer_logprobs", False)},
     )
+    templates = {"base": opts.get("base_template", "plain"), "guide": opts.get("guide_template", "auto")}
+    for message in set_templates({"base": pair.base, "guide": pair.guide}, templates):
+        warn(message)
     for message in option_warnings(opts, methods, pair):
         warn(message)
     return pair

@@ -93,18 +93,17 @@ class Decoding:
         self.prefill_s += time.perf_counter() - t0
         return ids
 
-    def text_syncs(self) -> tuple[TextSync, TextSync]:
-        """Prompt the base, and keep both models on the canonical tokenisation of their prompt +
-        the answer text (the text-level methods: nudging, top100)."""
-        base, guide = self.pair.base, self.pair.guide
-        assert base is not None and guide is not None
+    def base_text_sync(self) -> TextSync:
+        """Prompt the base and keep it on the canonical tokenisation of its prompt + the answer
+        text (the text-level methods: nudging, top100; they read the guide through
+        ``methods.guide_side``)."""
+        base = self.pair.base
+        assert base is not None
         bp = prompt_for(base, self.conv, role="base")
-        gp = prompt_for(guide, self.conv, role="guide")
         self.prefill(base, "base")
         base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
-        guide_sync = TextSync(guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
-        self.syncs += [base_sync, guide_sync]
-        return base_sync, guide_sync
+        self.syncs.append(base_sync)
+        return base_sync
 
     def end_token(self, engine: Engine, token: int) -> bool:
         return token in engine.eog_ids()

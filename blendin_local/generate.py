@@ -82,17 +82,20 @@ class Generation(Decoding):
 
     def _remote_traffic(self, seconds: float) -> dict[str, object] | None:
         """Requests, bytes and waiting time per remote model, and the client's own ms per token."""
-        remote = {role: engine.traffic.to_dict() for role, engine in
-                  (("base", self.pair.base), ("guide", self.pair.guide)) if is_remote(engine)}
+        roles = (("base", self.pair.base, self.tally.t_base), ("guide", self.pair.guide, self.tally.t_guide))
+        remote = {role: engine.report() for role, engine, _ in roles if is_remote(engine)}
         if not remote:
             return None
         waited = sum(float(t["seconds"]) for t in remote.values())
-        own = max(seconds - waited - self.tally.t_guide, 0.0)  # t_guide: a local guide's work
+        local_models = sum(t for _, engine, t in roles if engine is not None and not is_remote(engine))
+        own = max(seconds - waited - local_models - self.prefill_s, 0.0)
         return {**remote, "client_ms_per_token": round(1000 * own / max(self.tally.tokens, 1), 3)}
 
     def _steps(self) -> Iterator[Step]:
-        """The method's step source for these settings and this base (checked by ``check_pair``)."""
-        source = self.spec.source(self.settings, remote_base=is_remote(self.pair.base))
+        """The method's step source for these settings and its driving model, local or on a server
+        (checked by ``check_pair``)."""
+        driver = self.pair.base if self.spec.drives == "base" else self.pair.guide
+        source = self.spec.source(self.settings, remote_driver=is_remote(driver))
         assert source is not None
         return source(self, self.spec)
 

@@ -8,7 +8,7 @@ from .engines import is_remote
 from .engines.base import Scorer
 from .errors import UsageError
 from .methods.spec import MethodSpec
-from .methods.top100 import TOP
+from .methods.strings import TOP
 from .pair import ModelPair
 from .settings import GenerationSettings
 
@@ -39,10 +39,11 @@ def check_pair(pair: ModelPair, settings: GenerationSettings) -> MethodSpec:
             raise UsageError(f"method {name} needs {TOP} logprobs per position; the server at "
                              f"{_where(engine)} allows {caps.top_logprobs}: start vLLM with "
                              f"--max-logprobs {TOP}")
-    driver = engines[spec.drives]
-    assert driver is not None
-    if not driver.capabilities.dense_logits and settings.sampling.temperature != 0:
-        raise UsageError("a remote base decodes greedily (the paper's setting): use --temperature 0")
+    for role in sorted(spec.roles):
+        engine = engines[role]
+        if engine is not None and not engine.capabilities.dense_logits and settings.sampling.temperature != 0:
+            raise UsageError(f"a {role} on a server decodes greedily (the paper's setting): use "
+                             "--temperature 0")
     support = spec.support_of(settings)
     if spec.projects and support == "full" and pair.guide is not None and pair.projection is None:
         raise UsageError("the pair has no guide→base projection (load it with load_pair)")
@@ -51,11 +52,20 @@ def check_pair(pair: ModelPair, settings: GenerationSettings) -> MethodSpec:
 
 def _needs_dense(spec: MethodSpec, settings: GenerationSettings, role: str, engine: Scorer) -> str:
     gives = f"the {role} at {_where(engine)} gives {engine.capabilities.gives()}"
-    if role != "base":
-        return f"method {spec.name} needs full distributions from the {role}; {gives}: run the " \
-               f"{role} locally (a GGUF)"
-    if spec.remote_steps:
+    other = sorted(_remote_supports(spec, role) - {spec.support_of(settings)})
+    if other:
         return (f"method {spec.name} --support {settings.support} needs full distributions; {gives}: "
-                f"use --support {' or '.join(sorted(spec.remote_steps))}")
-    remote = sorted(m.name for m in methods.METHODS.values() if m.remote_steps)
-    return f"method {spec.name!r} does not run on a remote base yet (remote bases run: {', '.join(remote)})"
+                f"use --support {' or '.join(other)}")
+    return (f"method {spec.name} needs full distributions from the {role}; {gives}: run the {role} "
+            f"locally (a GGUF){_over_servers(role)}")
+
+
+def _over_servers(role: str) -> str:
+    """Which methods do run with a model in ``role`` on a server."""
+    runs = [m.name for m in methods.METHODS.values() if role in m.roles and _remote_supports(m, role)]
+    return f", or use a method that runs with a {role} on a server: {', '.join(runs)}" if runs else ""
+
+
+def _remote_supports(spec: MethodSpec, role: str) -> set[str]:
+    """The supports with which ``spec`` runs with its model in ``role`` on a server."""
+    return set(spec.remote_steps) if role == spec.drives else set(spec.reads_guide_text)

@@ -5,8 +5,6 @@ continuation's own next token."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,35 +15,15 @@ from .methods.decide import Decider, provenance_of
 from .pair import ModelPair, prompt_for
 from .pair_check import check_pair
 from .prompts import Conversation
+from .remote_scoring import PromptScorer
+from .replay_rows import ReplayRow
+from .replay_text import replay_text
 from .settings import GenerationSettings
 
-if TYPE_CHECKING:
-    from .remote_scoring import PromptScorer
 
 def replayable() -> tuple[str, ...]:
     """The methods ``replay`` can teacher-force (their specs say so)."""
     return tuple(m.name for m in methods.METHODS.values() if m.replays)
-
-
-@dataclass(frozen=True)
-class ReplayRow:
-    index: int
-    token: int  # the continuation's token at this step
-    text: str
-    intervened: bool
-    b: float
-    g: float | None
-    alpha: float | None
-    chosen: int  # the token the method would pick (greedy on its final distribution)
-    # (token and chosen are -1 in a text replay, --support top100 or a remote base: steps are
-    # pieces of text there, see replay_text)
-    chosen_text: str
-    matches: bool
-    provenance: str  # of the chosen token: base / blend-agree / blend-guide
-    p_token: float  # the continuation token's probability under the final distribution
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def replay(
@@ -68,8 +46,6 @@ def replay(
         if not isinstance(continuation, str):
             raise UsageError("--support top100 and a base on a server replay a continuation's "
                              "text: give --continuation or --jsonl, not token ids")
-        from .replay_text import replay_text
-
         yield from replay_text(pair, conv, settings, continuation, batched=batched,
                                scorer=scorer)
         return
@@ -133,3 +109,6 @@ def replay(
 
 def _text(piece: bytes) -> str:
     return piece.decode("utf-8", errors="replace")
+
+
+__all__ = ["ReplayRow", "replay", "replayable"]

@@ -26,18 +26,19 @@ import numpy as np
 
 from . import blend, methods
 from .engines import is_remote
-from .engines.base import Engine, set_tokens
+from .engines.base import Engine, decoded_strings, set_tokens
 from .engines.remote import RemoteModel
 from .errors import BlendinError, ContextOverflowError, UsageError
-from .methods.top100 import TOP, blend_string_distributions, decoded_strings, string_distribution, top_string
+from .methods.strings import TOP, blend_string_distributions, string_distribution, top_string
 from .pair import ModelPair, prompt_for
 from .prompts import Conversation
 from .remote_scoring import PromptScorer
-from .replay import ReplayRow
+from .replay_rows import ReplayRow
 from .settings import CAP_WARMUP, GenerationSettings
 from .sync import TextSync
 
-TEXT_METHODS = ("base", "blendin", "ensemble")
+# The methods that run on top-k strings (those with a step source over a remote base).
+TEXT_METHODS = tuple(sorted(m.name for m in methods.METHODS.values() if m.replays_text))
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,16 @@ def gemma_server(default_models: dict[str, Path]):  # -> Iterator[str]
 
 
 @pytest.fixture(scope="session")
+def smollm_server(default_models: dict[str, Path]):  # -> Iterator[str]
+    """A real llama-cpp-python OpenAI server holding the default guide; yields its URL (…/v1).
+    Started only by the tests that ask for it."""
+    from servers import llama_cpp_server
+
+    with llama_cpp_server(default_models["smollm2-135m-instruct"], "smollm2-135m-instruct") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def llama_server_binary() -> Path:
     """llama.cpp's native llama-server: `make test` builds it and passes its path; a bare local
     pytest run without one skips (under CI it fails)."""

@@ -57,8 +57,7 @@ def test_a_remote_base_is_checked_against_what_the_method_needs():
                              "gives top-100 logprobs: use --support top100")
     assert check_pair(pair, GenerationSettings(support="top100")).name == "blendin"
     assert check_pair(pair, GenerationSettings(method="base")).name == "base"
-    assert refusal(pair, method="nudging").startswith("method 'nudging' does not run on a remote base "
-                                                      "yet (remote bases run: base, blendin, ensemble)")
+    assert check_pair(pair, GenerationSettings(method="nudging")).name == "nudging"
     assert "decodes greedily" in refusal(pair, support="top100",
                                          sampling=dataclasses.replace(GenerationSettings().sampling,
                                                                       temperature=0.7))
@@ -73,9 +72,11 @@ def test_a_server_allowing_fewer_logprobs_than_the_blend_needs():
 
 def test_a_remote_guide_where_full_distributions_are_needed():
     pair = ModelPair(base=cross_pair().base, guide=remote())
-    assert refusal(pair, method="nudging") == (
-        f"method nudging needs full distributions from the guide; the guide at {URL} gives top-100 "
-        "logprobs: run the guide locally (a GGUF)")
+    assert refusal(pair) == (
+        f"method blendin --support full needs full distributions; the guide at {URL} gives top-100 "
+        "logprobs: use --support top100")
+    assert check_pair(pair, GenerationSettings(method="nudging")).name == "nudging"
+    assert check_pair(pair, GenerationSettings(support="top100")).name == "blendin"
 
 
 @pytest.mark.parametrize(("args", "line"), [
@@ -83,14 +84,14 @@ def test_a_remote_guide_where_full_distributions_are_needed():
                                "at {url} gives top-100 logprobs: use --support top100"),
     (["--support", "full"], "error: method blendin --support full needs full distributions; the base "
                             "at {url} gives top-100 logprobs: use --support top100"),
-    (["--method", "nudging"], "error: method 'nudging' does not run on a remote base yet (remote bases "
-                              "run: base, blendin, ensemble)"),
     (["--method", "proxy"], "error: method 'proxy' needs --anti-expert MODEL (the guide's untuned "
                             "counterpart)"),
     (["--method", "proxy", "--anti-expert", default_model("guide")],
-     "error: method 'proxy' does not run on a remote base yet (remote bases run: base, blendin, ensemble)"),
+     "error: method proxy needs full distributions from the base; the base at {url} gives top-100 "
+     "logprobs: run the base locally (a GGUF), or use a method that runs with a base on a server: "
+     "blendin, base, nudging, ensemble"),
     (["--method", "ensemble", "--support", "top100", "--temperature", "0.5"],
-     "error: a remote base decodes greedily (the paper's setting): use --temperature 0"),
+     "error: a base on a server decodes greedily (the paper's setting): use --temperature 0"),
 ])
 def test_every_refusal_through_the_cli_is_one_line(args, line):
     models = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]})}

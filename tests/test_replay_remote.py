@@ -81,7 +81,9 @@ def test_remote_replay_refuses_full_support(remote_pair):
 
 # --- a server that cannot score a prompt, and bad bodies ----------------------------------------
 def send_position(h, token: str, top: dict[str, float]) -> None:
-    """A streamed one-token completions answer (what ``next_position`` asks for)."""
+    """A streamed one-token completions answer (what ``next_position`` asks for), its top list
+    padded to the 100 alternatives asked with unlikely filler strings (fewer reads as a server cap)."""
+    top = {**top, **{f"\x01{i}": -30.0 for i in range(100 - len(top))}}
     choice = {"text": token, "index": 0, "finish_reason": "length", "logprobs": {
         "tokens": [token], "token_logprobs": [top[token]], "top_logprobs": [top],
         "text_offset": [0]}}
@@ -106,7 +108,7 @@ def test_a_server_refusing_echo_is_asked_once_per_step_and_remembered():
         send_position(h, word, top)
 
     with scripted_server({"POST /v1/completions": completions}) as (url, seen):
-        pair = ModelPair(base=RemoteModel(RemoteSpec(url, "m"), retries=0))
+        pair = ModelPair(base=RemoteModel(RemoteSpec(url, "m"), retries=0, template="plain"))
         scorer = PromptScorer(pair.base)  # type: ignore[arg-type]
         base_only = GenerationSettings(method="base", support="top100")
         rows = list(replay(pair, CONV, base_only, ANSWER, scorer=scorer))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blendin_local.generate import generate
-from blendin_local.methods.top100 import top100_choice
+from blendin_local.methods.strings import top100_choice
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
@@ -78,7 +78,7 @@ def test_top100_generation_runs_and_reports_its_steps() -> None:
 
 
 def test_string_overlaps_count_shared_strings_among_each_top_k() -> None:
-    from blendin_local.methods.top100 import string_overlaps
+    from blendin_local.methods.strings import string_overlaps
 
     base = {f"b{i}": 1.0 / (i + 1) for i in range(20)} | {"x": 0.9, "y": 0.8}
     guide = {"x": 0.5, "y": 0.01, "z": 0.3}

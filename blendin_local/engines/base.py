@@ -158,7 +158,7 @@ def top_position(logits: NDArray[np.float32], strings: list[str], k: int) -> Pos
     x = logits.astype(np.float64)
     logp = x - x.max()
     logp -= np.log(np.exp(logp).sum())
-    ids = blend.top_k_ids(logp, k)
+    ids = blend.top_k_ids(np.exp(logp), k)  # ranked by probability (top_k_ids wants p >= 0)
     return Position(strings[int(ids[0])], float(logp[ids[0]]), {strings[i]: float(logp[i]) for i in ids})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .full import base_driven_steps
-from .remote_steps import remote_steps
+from .remote_steps import remote_base_steps
 from .spec import MethodSpec, ignoring_spec
 
 SPEC = MethodSpec(
@@ -13,7 +13,8 @@ SPEC = MethodSpec(
     drives="base",
     colour="#555555",
     replays=True,
+    replays_text=True,
     steps={"full": base_driven_steps},
-    remote_steps={"full": ignoring_spec(remote_steps)},
+    remote_steps={"full": ignoring_spec(remote_base_steps)},
     rank=1,
 )

@@ -4,7 +4,7 @@ blended in with weight α (auto: from the two models' confidences). The paper's 
 from __future__ import annotations
 
 from .full import base_driven_steps
-from .remote_steps import remote_steps
+from .remote_steps import remote_base_steps
 from .spec import MethodSpec, ignoring_spec
 from .top100 import top100_steps
 
@@ -19,7 +19,9 @@ SPEC = MethodSpec(
     gate="gamma",
     projects=True,
     replays=True,
+    replays_text=True,
     steps={"full": base_driven_steps, "top100": ignoring_spec(top100_steps)},
-    remote_steps={"top100": ignoring_spec(remote_steps)},
+    remote_steps={"top100": ignoring_spec(remote_base_steps)},
+    reads_guide_text=frozenset({"top100"}),
     rank=0,
 )

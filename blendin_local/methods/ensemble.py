@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .full import base_driven_steps
-from .remote_steps import remote_steps
+from .remote_steps import remote_base_steps
 from .spec import MethodSpec, ignoring_spec
 from .top100 import top100_steps
 
@@ -21,7 +21,9 @@ SPEC = MethodSpec(
     fixed={"gamma": math.inf, "alpha": 0.5},
     projects=True,
     replays=True,
+    replays_text=True,
     steps={"full": base_driven_steps, "top100": ignoring_spec(top100_steps)},
-    remote_steps={"top100": ignoring_spec(remote_steps)},
+    remote_steps={"top100": ignoring_spec(remote_base_steps)},
+    reads_guide_text=frozenset({"top100"}),
     rank=4,
 )

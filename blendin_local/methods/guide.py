@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from ..decoding import Decoding
 from ..steps import Provenance, Step
+from .remote_steps import remote_guide_steps
 from .spec import MethodSpec, ignoring_spec
 
 
@@ -34,5 +35,6 @@ SPEC = MethodSpec(
     drives="guide",
     colour="#d9a400",
     steps={"full": ignoring_spec(solo_steps)},
+    remote_steps={"full": ignoring_spec(remote_guide_steps)},
     rank=2,
 )

@@ -36,12 +36,16 @@ class MethodSpec:
             projection) where it runs with support ``full``.
         gate: when the guide speaks: ``never``, ``gamma`` (base top-1 < γ, then the cap) or ``always``.
         replays: whether ``replay`` can teacher-force it.
+        replays_text: whether ``replay`` can teacher-force it along text over top-k strings
+            (``--support top100``, or a base on a server).
         events: whether its intervention count is guide calls (nudging's events), not blended tokens.
         rate_note: a footnote for eval tables when ``events`` is set.
         colour: its colour in plots.
         fixed: settings it always runs with (ensemble: γ = ∞, α = ½).
         steps: its step sources over local engines, by support (``full`` when it ignores support).
-        remote_steps: its step sources over a remote base, by support.
+        remote_steps: its step sources when the model it ``drives`` is on a server, by support.
+        reads_guide_text: the supports where it reads the guide only as top-k strings or a greedy
+            draft of text (so a guide on a server will do).
         rank: where it is listed (choices, tables): lower first, then by name.
     """
 
@@ -56,10 +60,12 @@ class MethodSpec:
     gate: Gate = "never"
     projects: bool = False
     replays: bool = False
+    replays_text: bool = False
     events: bool = False
     rate_note: str = ""
     fixed: Mapping[str, Any] = field(default_factory=dict)
     remote_steps: Mapping[str, StepSource] = field(default_factory=dict)
+    reads_guide_text: frozenset[str] = frozenset()
     rank: int = 100
 
     @property
@@ -80,13 +86,16 @@ class MethodSpec:
         and a KV cache) or ``top_logprobs`` (top-k logprobs per position are enough)."""
         support = self.support_of(settings)
         out: dict[str, Need] = {role: "dense" for role in sorted(self.roles)}
-        if self.drives == "base" and support in self.remote_steps:
-            out["base"] = "top_logprobs"
+        if support in self.remote_steps:
+            out[self.drives] = "top_logprobs"
+        if "guide" in self.roles and support in self.reads_guide_text:
+            out["guide"] = "top_logprobs"
         return out
 
-    def source(self, settings: GenerationSettings, *, remote_base: bool) -> StepSource | None:
-        """The step source for these settings, over a remote base or local engines (None: none)."""
-        table = self.remote_steps if remote_base else self.steps
+    def source(self, settings: GenerationSettings, *, remote_driver: bool) -> StepSource | None:
+        """The step source for these settings, with the driving model on a server or local (None:
+        none)."""
+        table = self.remote_steps if remote_driver else self.steps
         return table.get(self.support_of(settings))
 
 

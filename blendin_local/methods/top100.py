@@ -17,60 +17,8 @@ from ..decoding import Decoding
 from ..engines.base import decoded_strings
 from ..settings import CAP_WARMUP
 from ..steps import Provenance, Step, StopReason
-
-TOP = 100
-
-
-def string_distribution(p: np.ndarray, pieces: list[str], k: int = TOP) -> dict[str, float]:
-    """The reference's ``{string: prob}`` of the top ``k`` tokens, later ranks overwriting."""
-    out: dict[str, float] = {}
-    for i in blend.top_k_ids(p, k):
-        out[pieces[i]] = float(p[i])
-    return out
-
-
-def string_overlaps(base: dict[str, float], guide: dict[str, float]) -> tuple[float, float]:
-    """overlap@10 and @100 of the two models' top-k *string* sets (what a server gives: an
-    approximation of the token overlap of spec §7, two tokens with one string count once)."""
-
-    def top(d: dict[str, float], k: int) -> set[str]:
-        return set(sorted(d, key=d.__getitem__, reverse=True)[:k])
-
-    return (len(top(base, 10) & top(guide, 10)) / 10.0,
-            len(top(base, TOP) & top(guide, TOP)) / float(TOP))
-
-
-def top_string(d: dict[str, float]) -> str:
-    return max(d, key=d.__getitem__)
-
-
-def blend_strings(base: dict[str, float], guide: dict[str, float], alpha: float) -> dict[str, float]:
-    """``alpha·guide + (1-alpha)·base`` over the union of strings (missing = 0), renormalised."""
-    keys = list(base) + [s for s in guide if s not in base]
-    mixed = {s: alpha * guide.get(s, 0.0) + (1.0 - alpha) * base.get(s, 0.0) for s in keys}
-    total = sum(mixed.values())
-    return {s: v / total for s, v in mixed.items()} if total > 0 else mixed
-
-
-def blend_string_distributions(
-    bd: dict[str, float], gd: dict[str, float], b: float, g: float, alpha: float | None,
-) -> tuple[dict[str, float], float, str, str]:
-    """One intervention over ``{string: prob}`` distributions with top-1 probabilities ``b``, ``g``:
-    (blended distribution, α used, base's top string, guide's top string)."""
-    b_top, g_top = top_string(bd), top_string(gd)
-    if alpha is None:
-        alpha = blend.auto_alpha(b, g, bd.get(g_top, 0.0))
-    return blend_strings(bd, gd, alpha), alpha, b_top, g_top
-
-
-def top100_choice(
-    p_base: np.ndarray, p_guide: np.ndarray, base_strings: list[str], guide_strings: list[str],
-    alpha: float | None,
-) -> tuple[dict[str, float], float, str, str]:
-    """One intervention from two full distributions (see :func:`blend_string_distributions`)."""
-    bd = string_distribution(p_base, base_strings)
-    gd = string_distribution(p_guide, guide_strings)
-    return blend_string_distributions(bd, gd, float(p_base.max()), float(p_guide.max()), alpha)
+from .guide_side import guide_view
+from .strings import blend_string_distributions, string_distribution
 
 
 def choose_string(gen: Decoding, mixed: dict[str, float], b_top: str, index: int
@@ -89,13 +37,13 @@ def choose_string(gen: Decoding, mixed: dict[str, float], b_top: str, index: int
 
 
 def top100_steps(gen: Decoding) -> Iterator[Step]:
-    base, guide = gen.pair.base, gen.pair.guide
-    assert base is not None and guide is not None
+    base = gen.pair.base
+    assert base is not None
     s = gen.settings
-    base_sync, guide_sync = gen.text_syncs()
+    base_sync = gen.base_text_sync()
+    guide = guide_view(gen)
     base_pieces = base.pieces()
     base_strings = decoded_strings(base_pieces, base.control_ids())
-    guide_strings = decoded_strings(guide.pieces(), guide.control_ids())
     interventions = 0
     for index in range(s.max_tokens):
         if gen.halted(base):
@@ -111,12 +59,12 @@ def top100_steps(gen: Decoding) -> Iterator[Step]:
             continue
         interventions += 1
         t2 = time.perf_counter()
-        guide_sync.update(gen.output.y)
-        p_guide = blend.softmax(guide.logits())
+        gd, g = guide.strings(gen.output.y)
         t3 = time.perf_counter()
-        mixed, alpha, b_top, _ = top100_choice(p_base, p_guide, base_strings, guide_strings, s.alpha)
+        bd = string_distribution(p_base, base_strings)
+        mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
         piece, text, provenance = choose_string(gen, mixed, b_top, index)
         yield Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
-                   intervened=True, b=b, g=float(p_guide.max()), alpha=alpha,
+                   intervened=True, b=b, g=g, alpha=alpha,
                    p_base_token=None, t_base=t1 - t0, t_guide=t3 - t2,
                    t_blend=(t2 - t1) + (time.perf_counter() - t3))

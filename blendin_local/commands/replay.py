@@ -7,23 +7,23 @@ from typing import Any
 
 import click
 
-from .cli_options import (
+from ..cli_options import (
     decoding_options,
     model_options,
     pair_from_options,
     settings_from_options,
 )
-from .engines import is_remote
-from .engines.remote import RemoteSpec
-from .errors import UsageError
-from .fileio import StreamingOutput, streaming_output
-from .pair import ModelPair
-from .params import TEXT
-from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from .remote_scoring import PromptScorer
-from .replay import ReplayRow, replay
-from .settings import GenerationSettings
-from .textin import read_text_file
+from ..engines import is_remote
+from ..engines.remote import RemoteSpec
+from ..errors import UsageError
+from ..fileio import StreamingOutput, streaming_output
+from ..pair import ModelPair
+from ..params import TEXT
+from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
+from ..remote_scoring import PromptScorer
+from ..replay import ReplayRow, replay
+from ..settings import GenerationSettings
+from ..textin import read_text_file
 
 
 def _read_items(prompt: str | None, continuation: str | None, from_trace: str | None,
@@ -156,3 +156,6 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
                 how = f" ({scorer.mode})" if role == "base" and scorer is not None else ""
                 console.print(f"{role} server {engine.spec.url}: {engine.traffic.requests} "
                               f"request(s) so far{how}")
+
+
+command = replay_command

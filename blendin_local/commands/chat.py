@@ -18,8 +18,7 @@ from blendin_local.cli_options import (
 from blendin_local.errors import UsageError
 from blendin_local.models import default_model, resolve_model
 from blendin_local.params import TEXT
-
-from .chat import DEFAULT_SYSTEM
+from tui.chat import DEFAULT_SYSTEM
 
 
 def methods_to_load(method: str, anti: str | None) -> list[str]:
@@ -64,8 +63,8 @@ def chat_command(
         if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
     }
 
-    from .app import ChatApp
-    from .terminal import private_terminal
+    from tui.app import ChatApp
+    from tui.terminal import private_terminal
 
     warnings: list[str] = []  # shown once the app has given the terminal back
     app = ChatApp(
@@ -80,3 +79,6 @@ def chat_command(
         app.run()
     for message in warnings:
         click.echo(f"warning: {message}", err=True)
+
+
+command = chat_command

@@ -79,7 +79,7 @@ def serve_command(host: str, port: int, api_key: str | None, system: str, fresh_
 
     import uvicorn
 
-    from .app import ServeConfig, create_app, servable_models
+    from ..serve.app import ServeConfig, create_app, servable_models
 
     config = ServeConfig(
         defaults=settings, api_key=api_key, system=system, first_model=settings.method,
@@ -102,3 +102,6 @@ def configure_logging(level: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False
+
+
+command = serve_command
