@@ -24,12 +24,23 @@ KEY := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)-$(
 STAMP := $(VENV)/.installed-$(KEY)
 PYTEST_ARGS ?=
 
-.PHONY: install models run test lint bench clean help
+# llama.cpp's own llama-server (cheap logprobs: the remote-engine speed bench and tests use it), built from the
+# llama.cpp tree vendored in the same pinned llama-cpp-python sdist, with the wheel's flags and cache key.
+# Offline: no curl, no OpenSSL, no web-UI download (the server runs without its embedded UI).
+LLAMA_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_SERVER := $(HOME)/.cache/blendin-local/llama-server/$(notdir $(WHEEL_CACHE))/llama-server
+LLAMA_SERVER_CMAKE_ARGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: install models run test lint bench bench-remote clean help llama-server
 
 help:
 	@echo "make run    install, fetch the default model pair, run a demo generation"
 	@echo "make test   install, fetch models, run the whole test suite"
 	@echo "make lint   ruff + mypy;  make bench   speed/memory benchmark"
+	@echo "make bench-remote   chunked vs per-token requests against llama-server (builds it once)"
+	@echo "make llama-server   build llama.cpp's native llama-server once (cached; ~12 CPU-minutes)"
 	@echo "CUDA=1      build llama-cpp-python with -DGGML_CUDA=on (CUDA_ARCH=90 builds for one GPU architecture)"
 
 install: $(STAMP)
@@ -54,8 +65,10 @@ models: install
 run: models
 	$(BIN)/blendin-local generate --show --max-tokens 64 "What is the capital of France?"
 
-test: models
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The suite also runs BlendIn against llama.cpp's native llama-server (a small functional set): built
+# once per machine (cached like the wheel), its path handed to the tests.
+test: models llama-server
+	BLENDIN_LLAMA_SERVER=$(LLAMA_SERVER) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check blendin_local tui tests
@@ -63,6 +76,28 @@ lint: install
 
 bench: models
 	$(BIN)/blendin-local bench
+
+# Chunked vs per-token remote loops against llama-server instances holding the default pair (started
+# on free loopback ports for the run, stopped after).
+BENCH_REMOTE_ARGS ?= --remote-native base --max-tokens 128 --rounds 1
+bench-remote: models llama-server
+	$(BIN)/blendin-local bench --llama-server $(LLAMA_SERVER) $(BENCH_REMOTE_ARGS)
+
+llama-server: $(LLAMA_SERVER)
+
+$(LLAMA_SERVER):
+	@echo "building llama-server from llama-cpp-python $(LLAMA_VERSION)'s llama.cpp ($(VARIANT))"
+	rm -rf $(@D)/build && mkdir -p $(@D)/build
+	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: -d $(@D)/build llama-cpp-python==$(LLAMA_VERSION)
+	echo "$(LLAMA_SDIST_SHA256)  $(@D)/build/llama_cpp_python-$(LLAMA_VERSION).tar.gz" | sha256sum -c --quiet
+	tar -xzf $(@D)/build/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(@D)/build
+	cmake -S $(@D)/build/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp -B $(@D)/build/out \
+	  $(LLAMA_SERVER_CMAKE_ARGS) $(LLAMA_CMAKE_ARGS) >$(@D)/build/cmake.log 2>&1 \
+	  || { tail -30 $(@D)/build/cmake.log; exit 1; }
+	cmake --build $(@D)/build/out --target llama-server -j $(JOBS) >$(@D)/build/build.log 2>&1 \
+	  || { tail -30 $(@D)/build/build.log; exit 1; }
+	cp $(@D)/build/out/bin/llama-server $@.tmp && mv $@.tmp $@
+	rm -rf $(@D)/build
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,18 +3,15 @@ measured in one run (absolute timings on shared machines are noisy)."""
 
 from __future__ import annotations
 
-import json
 import resource
 import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import click
 import numpy as np
 
 from . import blend
-from .cli_options import model_options, refuse_remote_base
 from .generate import generate
 from .pair import ModelPair
 from .prompts import Conversation
@@ -157,33 +154,3 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(t2)
     console.print(f"overlap@100 diagnostics at an intervention: "
                   f"{report['overlap_diagnostics_us']:.0f} µs (outside the step budget)")
-
-
-@click.command("bench")
-@model_options
-@click.option("--max-tokens", type=click.IntRange(min=8), default=64, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--chat", "chat", is_flag=True,
-              help="Instead: time to first token of a 5-turn chat (~1 500-token history) with "
-                   "fresh caches and with KV reuse.")
-def bench_command(max_tokens: int, rounds: int, as_json: bool, chat: bool, **opts: Any) -> None:
-    """Speed and memory of every method against spec §8's targets, measured in one run."""
-    from .cli_options import pair_from_options
-
-    refuse_remote_base(opts)
-    pair = pair_from_options(opts, ["blendin"])
-    if chat:
-        from .chat_bench import print_chat_report, run_chat_bench
-
-        chat_report = run_chat_bench(pair, max_tokens=max_tokens, rounds=rounds)
-        if as_json:
-            click.echo(json.dumps(chat_report, indent=2))
-        else:
-            print_chat_report(chat_report)
-        return
-    report = run_bench(pair, max_tokens=max_tokens, rounds=rounds)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        print_report(report)

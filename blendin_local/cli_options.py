@@ -8,13 +8,16 @@ from typing import Any, TypeVar
 import click
 
 from .errors import BlendinError, UsageError
+from .methods import METHODS, needing
 from .models import default_model, load_pair
 from .pair import ModelPair
 from .params import SEED, TEXT
+from .prompts import TEMPLATES
 from .sampling import SamplingSettings
-from .settings import COMPATS, METHODS, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings, parse_alpha
+from .settings import COMPATS, SUPPORTS, GenerationSettings, parse_alpha
 
 F = TypeVar("F", bound=Callable[..., Any])
+TEMPLATE_CHOICES = ("auto", "plain", *TEMPLATES)
 
 
 def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -31,8 +34,8 @@ model_options = _stack(
                  help="Base model: catalog name, GGUF path, fetched hf: reference, or an "
                       "OpenAI-compatible server as URL#MODEL [default: the default pair's base]."),
     click.option("--guide", "guide", default=None, metavar="MODEL",
-                 help="Guide model: catalog name, GGUF path or fetched hf: reference "
-                 "[default: the default pair's guide]."),
+                 help="Guide model: catalog name, GGUF path, fetched hf: reference, or a server "
+                      "as URL#MODEL [default: the default pair's guide]."),
     click.option("--anti-expert", "anti", default=None, metavar="MODEL",
                  help="The guide's untuned counterpart (method proxy only)."),
     click.option("--n-ctx", type=click.IntRange(min=64), default=4096, show_default=True,
@@ -49,16 +52,25 @@ model_options = _stack(
     click.option("--remote-chunk", type=click.IntRange(min=1), default=16, show_default=True,
                  help="Tokens asked of a remote base per request while it is confident "
                       "(1 = one request per token, as the reference code)."),
+    click.option("--guide-template", type=click.Choice(TEMPLATE_CHOICES), default="auto",
+                 show_default=True, help="Chat template of a guide on a server: auto = the "
+                 "server's (llama.cpp's /apply-template), else plain with a warning."),
+    click.option("--base-template", type=click.Choice(TEMPLATE_CHOICES), default="plain",
+                 show_default=True, help="Chat template of a base on a server (plain = the "
+                 "reference's Question/Answer format)."),
+    click.option("--allow-fewer-logprobs", is_flag=True,
+                 help="Run with the alternatives a server allows when it allows fewer than 100 "
+                      "(reported in --json) instead of failing."),
 )
 
 decoding_options = _stack(
-    click.option("--method", type=click.Choice(METHODS), default="blendin", show_default=True,
+    click.option("--method", type=click.Choice(list(METHODS)), default="blendin", show_default=True,
                  help="Decoding method."),
     click.option("--gamma", type=float, default=0.4, show_default=True,
                  help="Gate: the guide speaks when the base's top-1 probability < gamma."),
     click.option("--alpha", default="auto", show_default=True,
                  help="Blend weight of the guide: 'auto' or a number in [0, 1]."),
-    click.option("--support", type=click.Choice(["full", "top100"]), default="full",
+    click.option("--support", type=click.Choice(SUPPORTS), default="full",
                  show_default=True, help="Blend full distributions, or the paper's top-100 strings."),
     click.option("--cap", type=float, default=None,
                  help="Intervention cap: after 20 tokens, stop intervening while the rate >= CAP."),
@@ -96,43 +108,35 @@ def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def refuse_remote_base(opts: dict[str, Any]) -> None:
-    """For commands that read the base's dense logits (bench, replay, diagnose): a base behind a
-    server cannot run there yet; say so before anything loads."""
-    from .remote import RemoteSpec
-
-    if RemoteSpec.is_remote(opts.get("base") or ""):
-        command = click.get_current_context(silent=True)
-        name = command.info_name if command is not None else "this command"
-        raise UsageError(f"{name} needs the base's full distributions: a base on a server is not "
-                         "supported here yet (generate, chat, eval and serve run it)")
-
-
 def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
                       warn: Callable[[str], None] = _warn) -> ModelPair:
     """Load only the models the given methods need (default pair where not named); odd choices
     (see :mod:`option_warnings`) go to ``warn``."""
+    from .engines.remote import RemoteSpec
     from .option_warnings import option_warnings
-    from .remote import RemoteSpec
+    from .remote_prompts import set_templates
 
-    for flag in ("guide", "anti"):
-        paper_guide = flag == "guide" and opts.get("compat") == "paper"
-        if RemoteSpec.is_remote(opts.get(flag) or "") and not paper_guide:
-            raise UsageError(f"--{flag.replace('anti', 'anti-expert')}: a model on a server runs only "
-                             "as the base for now: give a local GGUF")
-    need_base = any(m in NEEDS_BASE for m in methods)
-    need_guide = any(m in NEEDS_GUIDE for m in methods)
-    if "proxy" in methods and not opts.get("anti"):
-        raise BlendinError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
+    if RemoteSpec.is_remote(opts.get("anti") or ""):
+        raise UsageError("--anti-expert: a model on a server cannot be the anti-expert (proxy "
+                         "needs full distributions): give a local GGUF")
+    need_anti = [m for m in methods if needing("anti", [m])]
+    if need_anti and not opts.get("anti"):
+        raise BlendinError(f"method {need_anti[0]!r} needs --anti-expert MODEL (the guide's untuned "
+                           "counterpart)")
     pair = load_pair(
-        (opts.get("base") or default_model("base")) if need_base else None,
-        (opts.get("guide") or default_model("guide")) if need_guide else None,
-        opts.get("anti") if "proxy" in methods else None,
+        (opts.get("base") or default_model("base")) if needing("base", methods) else None,
+        (opts.get("guide") or default_model("guide")) if needing("guide", methods) else None,
+        opts.get("anti") if need_anti else None,
         n_ctx=opts["n_ctx"], n_gpu_layers=opts["n_gpu_layers"], n_threads=opts["threads"],
         seed=opts.get("seed") or 0,
         remote={"api_key": opts.get("remote_api_key"), "timeout": opts.get("timeout", 60.0),
-                "chunk_tokens": opts.get("remote_chunk", 16)},
+                "chunk_tokens": opts.get("remote_chunk", 16),
+                "allow_fewer_logprobs": opts.get("allow_fewer_logprobs", False)},
     )
+    templates = {"base": opts.get("base_template", "plain"), "guide": opts.get("guide_template", "auto")}
+    if opts.get("compat") != "paper":  # paper mode lays prompts out by model name (paper.py)
+        for message in set_templates({"base": pair.base, "guide": pair.guide}, templates):
+            warn(message)
     for message in option_warnings(opts, methods, pair):
         warn(message)
     return pair

@@ -18,8 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import click
-
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 TROUBLESHOOTING = "see README Troubleshooting"
 PROBE_TIMEOUT_S = 180.0
@@ -124,7 +122,7 @@ def _versions() -> Iterator[Check]:
 
 
 def _llama_build(probe: ProbeCommand, host_flags: set[str] | None) -> Iterator[Check]:
-    from .llama_engine import build_features
+    from .engines.llama import build_features
 
     result = run_child(probe("info"))
     info = child_json(result)
@@ -227,18 +225,3 @@ def run_checks(probe: ProbeCommand | None = None) -> Iterator[Check]:
     yield from _llama_build(probe, flags)
     yield _threads()
     yield from _models(probe)
-
-
-@click.command("doctor")
-def doctor_command() -> None:
-    """Check this machine, the llama.cpp build and the default models; paste the output into a bug
-    report. Exits 1 when something is broken."""
-    failures = 0
-    for check in run_checks():
-        failures += check.status == FAIL
-        colour = {OK: "green", WARN: "yellow", FAIL: "red"}[check.status]
-        click.echo(f"{click.style(f'{check.status:4}', fg=colour)}  {check.name:30} {check.detail}")
-    if failures:
-        click.echo(f"{failures} problem(s) found", err=True)
-        sys.exit(1)
-    click.echo("everything works")

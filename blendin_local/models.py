@@ -18,9 +18,8 @@ from typing import Any
 
 import platformdirs
 
-from . import catalog, hub
+from . import catalog, engines, hub
 from .catalog import CatalogEntry, PackageSource, models_dir
-from .engine import is_remote
 from .errors import ModelFileError, UsageError
 from .pair import ModelPair
 from .projection import load_or_build
@@ -122,17 +121,14 @@ def fetch(entry: CatalogEntry, log: Callable[[str], None] = print, *, force: boo
 
 
 def load_engine(spec: str, *, remote: dict[str, Any] | None = None, **engine_kwargs: Any) -> Any:
-    """A local GGUF engine, or for an ``http(s)://…#MODEL`` spec a checked remote model
-    (``remote``: its ``api_key``/``timeout``)."""
-    from .remote import RemoteModel, RemoteSpec
-
-    if RemoteSpec.is_remote(spec):
-        model = RemoteModel(RemoteSpec.parse(spec), **(remote or {}))
-        model.check()
-        return model
-    from .llama_engine import LlamaEngine
-
-    engine = LlamaEngine(resolve_model(spec), **engine_kwargs)
+    """The engine a model name denotes (the kind the :mod:`engines` registry says): a local GGUF
+    engine (``engine_kwargs``), or for an ``http(s)://…#MODEL`` spec a checked remote model
+    (``remote``: its ``api_key``/``timeout``...)."""
+    kind = engines.kind_of(spec)
+    options = (remote or {}) if kind.name == "remote" else engine_kwargs
+    if not kind.reads_file:
+        return kind.open(spec, **options)
+    engine = kind.open(resolve_model(spec), **options)
     if spec in load_catalog()[0]:
         engine.name = spec
     return engine
@@ -156,7 +152,7 @@ def load_pair(
     b = load_engine(base, **kw) if base else None
     g = load_engine(guide, **kw) if guide else None
     a = load_engine(anti, **kw) if anti else None
-    local = [e for e in (b, g, a) if e is not None and not is_remote(e)]
+    local = [e for e in (b, g, a) if e is not None and e.capabilities.vocabulary]
     for engine in local:  # the vocabulary tables, built once here rather than mid-answer
         engine.pieces(), engine.control_ids(), engine.eog_ids()
     if a is not None and g is not None and a.pieces() != g.pieces():

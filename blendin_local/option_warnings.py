@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .errors import BlendinError
+from .methods import needing, using
 from .models import default_model, resolve_model
 from .pair import ModelPair
 
@@ -33,8 +34,8 @@ def option_warnings(opts: dict[str, Any], methods: list[str] | tuple[str, ...],
     if threads is not None and threads > cpus:
         out.append(f"--threads {threads} is more than the {cpus} CPUs here: expect it slower, "
                    "not faster")
-    if opts.get("anti") and "proxy" not in methods:
-        out.append("--anti-expert is only used by --method proxy: it is ignored")
+    if opts.get("anti") and not needing("anti", methods):
+        out.append(f"--anti-expert is only used by --method {' / '.join(using('anti'))}: it is ignored")
     if pair.base is not None and pair.guide is not None:
         base = opts.get("base") or default_model("base")
         guide = opts.get("guide") or default_model("guide")

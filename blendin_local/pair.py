@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import Engine, is_remote
+from .engines import is_remote
+from .engines.base import Engine
 from .projection import Projection
 from .prompts import Conversation, RenderedPrompt, render
+from .remote_prompts import remote_prompt
 
 
 @dataclass
@@ -40,10 +42,8 @@ def prompt_for(engine: Engine, conv: Conversation, *, role: str) -> RenderedProm
     guide (and anti-expert) use their template, or a built-in one picked by their control tokens.
     """
     is_base = role == "base"
-    if is_remote(engine):  # a remote model: no vocabulary or template to read
-        rendered = render(conv, chat_template=None, bos="", eos="", vocab_markers=frozenset(),
-                          use_template=False)
-        return RenderedPrompt(rendered.text, False, rendered.templated)
+    if is_remote(engine):  # no vocabulary or template to read: the server or an option says
+        return remote_prompt(engine, conv)
     rendered = render(
         conv,
         chat_template=engine.chat_template,

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .engines.remote import RemoteModel
 from .paper import PAPER_SYSTEM, PaperDecision
 from .paper_steps import PaperSetup, paper_step, servers_setup
 from .prompts import QA_FORMAT, Conversation
-from .remote import RemoteModel
 from .settings import GenerationSettings
 
 ALPHA_TOLERANCE = 0.02

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .engine import is_remote
+from .engines import is_remote
+from .engines.remote import RemoteError, RemoteModel
+from .engines.remote_shapes import parse_positions
 from .errors import UsageError
 from .paper import (
     PAPER_ANSWER_PREFIX,
@@ -26,11 +28,10 @@ from .paper import (
     decide,
     paper_prefix,
 )
-from .remote import RemoteError, RemoteModel, parse_positions
 from .steps import Provenance, Step, StopReason
 
 if TYPE_CHECKING:
-    from .generate import Generation
+    from .decoding import Decoding
     from .pair import ModelPair
     from .prompts import Conversation
     from .settings import GenerationSettings
@@ -78,8 +79,12 @@ def ask(model: RemoteModel, prompt: str, *, top_p: float | None = None) -> Paper
                             "logprobs": PAPER_LOGPROBS}
     if top_p is not None:
         body["top_p"] = top_p
-    choice = model.complete(body)
+    data = model.complete_json(body)
     try:
+        choices = data["choices"] if isinstance(data, dict) else None
+        if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+            raise ValueError("no choices[0] object")
+        choice = choices[0]
         positions = parse_positions(choice)
     except ValueError as exc:
         raise RemoteError(f"{model.spec.url} sent logprobs that are not OpenAI's shape: {exc}") from None
@@ -112,7 +117,7 @@ def paper_step(setup: PaperSetup, y: str) -> tuple[PaperDecision, float, float]:
     return decide(base_reply, ask_guide, setup.gamma, setup.alpha), t_base, t_guide
 
 
-def paper_steps(gen: Generation) -> Iterator[Step]:
+def paper_steps(gen: Decoding) -> Iterator[Step]:
     """Free-running generation: append each step's chosen string and ask again."""
     s = gen.settings
     setup = paper_setup(gen.pair, gen.conv, s)

@@ -16,7 +16,7 @@ from typing import Any
 def info() -> dict[str, Any]:
     import llama_cpp
 
-    from .llama_engine import backend_devices, gpu_offload_supported, system_info, use_extra_buffers
+    from .engines.llama import backend_devices, gpu_offload_supported, system_info, use_extra_buffers
 
     return {
         "llama_cpp_python": llama_cpp.__version__,
@@ -28,7 +28,7 @@ def info() -> dict[str, Any]:
 
 
 def decode(path: str) -> dict[str, Any]:
-    from .llama_engine import LlamaEngine
+    from .engines.llama import LlamaEngine
 
     t0 = time.perf_counter()
     engine = LlamaEngine(path, n_ctx=64)

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import blend
-from .engine import Engine
+from .engines.base import Engine
 
 EXACT, APPROX, DROP, END = 0, 1, 2, 3
 KIND_NAMES = {EXACT: "exact", APPROX: "approximate", DROP: "dropped", END: "end→EOS"}

@@ -139,6 +139,11 @@ def _olmo(msgs: Sequence[tuple[str, str]]) -> str:
     return "<|endoftext|>" + body + "<|assistant|>\n"
 
 
+# Built-in templates by name (--guide-template / --base-template for a model on a server).
+TEMPLATES: dict[str, Callable[[Sequence[tuple[str, str]]], str]] = {
+    "chatml": _chatml, "llama3": _llama3, "gemma": _gemma, "llama2": _llama2, "olmo": _olmo,
+}
+
 # Marker token → fallback renderer, tried in order when a template is missing or fails to render.
 FALLBACKS: dict[str, Callable[[Sequence[tuple[str, str]]], str]] = {
     "<|im_start|>": _chatml,

@@ -5,37 +5,25 @@ continuation's own next token."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
-from .decide import Decider, check_pair, provenance_of
+from . import methods
+from .engines import is_remote
 from .errors import ContextOverflowError, UsageError
+from .methods.decide import Decider, provenance_of
 from .pair import ModelPair, prompt_for
+from .pair_check import check_pair
 from .prompts import Conversation
+from .remote_scoring import PromptScorer
+from .replay_rows import ReplayRow
+from .replay_text import replay_text
 from .settings import GenerationSettings
 
-REPLAYABLE = ("base", "blendin", "ensemble", "proxy")
 
-
-@dataclass(frozen=True)
-class ReplayRow:
-    index: int
-    token: int  # the continuation's token at this step
-    text: str
-    intervened: bool
-    b: float
-    g: float | None
-    alpha: float | None
-    chosen: int  # the token the method would pick (greedy on its final distribution)
-    chosen_text: str
-    matches: bool
-    provenance: str  # of the chosen token: base / blend-agree / blend-guide
-    p_token: float  # the continuation token's probability under the final distribution
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+def replayable() -> tuple[str, ...]:
+    """The methods ``replay`` can teacher-force (their specs say so)."""
+    return tuple(m.name for m in methods.METHODS.values() if m.replays)
 
 
 def replay(
@@ -45,17 +33,27 @@ def replay(
     continuation: Sequence[int] | str,
     *,
     batched: bool = True,
+    scorer: PromptScorer | None = None,
 ) -> Iterator[ReplayRow]:
     """Decisions along ``continuation`` (base token ids, or text tokenised by the base).
 
     ``batched`` evaluates the continuation in one pass with logits kept for its positions only;
     ``batched=False`` evaluates one token at a time exactly as ``generate`` does (bit-identical
-    logits, so a greedy generation replays with every step matching).
+    logits, so a greedy generation replays with every step matching). ``--support top100`` and a
+    base on a server replay the text (:mod:`replay_text`); ``scorer`` keeps what a server can do.
     """
-    settings = settings.effective()
-    if settings.method not in REPLAYABLE or settings.support != "full":
+    if settings.support == "top100" or is_remote(pair.base):
+        if not isinstance(continuation, str):
+            raise UsageError("--support top100 and a base on a server replay a continuation's "
+                             "text: give --continuation or --jsonl, not token ids")
+        yield from replay_text(pair, conv, settings, continuation, batched=batched,
+                               scorer=scorer)
+        return
+    spec = methods.get(settings.method)
+    settings = spec.effective(settings)
+    if not spec.replays or settings.support != "full":
         raise UsageError(
-            f"replay supports methods {', '.join(REPLAYABLE)} with --support full, "
+            f"replay supports methods {', '.join(replayable())} with --support full, "
             f"not {settings.method} / {settings.support}"
         )
     check_pair(pair, settings)
@@ -85,7 +83,7 @@ def replay(
     base.eval(prompt_ids)
     first = base.logits().copy()
     rows = base.eval_logits(ids[:-1]) if batched and len(ids) > 1 else None
-    decider = Decider(pair, settings, conv)
+    decider = Decider(pair, settings, conv, spec)
     pieces = base.pieces()
     controls = base.control_ids()
     y = b""
@@ -111,3 +109,6 @@ def replay(
 
 def _text(piece: bytes) -> str:
     return piece.decode("utf-8", errors="replace")
+
+
+__all__ = ["ReplayRow", "replay", "replayable"]

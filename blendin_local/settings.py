@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import UsageError
 from .sampling import SamplingSettings
 
-Method = Literal["blendin", "base", "guide", "nudging", "ensemble", "proxy"]
-METHODS: tuple[str, ...] = ("blendin", "base", "guide", "nudging", "ensemble", "proxy")
-NEEDS_GUIDE = frozenset({"blendin", "guide", "nudging", "ensemble", "proxy"})
-NEEDS_BASE = frozenset({"blendin", "base", "nudging", "ensemble", "proxy"})
 Support = Literal["full", "top100"]
+SUPPORTS: tuple[str, ...] = ("full", "top100")
 COMPATS: tuple[str, ...] = ("native", "paper")  # paper: the reference's decisions (paper.py)
 PAPER_METHODS = ("blendin", "ensemble")
 
@@ -36,7 +32,11 @@ def parse_alpha(value: str | float | None) -> float | None:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to decode. ``alpha=None`` is auto α; ``gamma > 1`` makes every step intervene."""
+    """How to decode. ``alpha=None`` is auto α; ``gamma > 1`` makes every step intervene.
+
+    ``method`` names a method of the :mod:`methods` registry, which checks it when a generation
+    starts (``methods.get``).
+    """
 
     method: str = "blendin"
     gamma: float = 0.4
@@ -56,13 +56,11 @@ class GenerationSettings:
     compat: str = "native"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not self.gamma >= 0.0:  # rejects NaN too; inf = always intervene
             raise UsageError(f"--gamma must be a number >= 0 (> 1: always intervene), got {self.gamma}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {self.alpha}")
-        if self.support not in ("full", "top100"):
+        if self.support not in SUPPORTS:
             raise UsageError(f"--support must be 'full' or 'top100', got {self.support!r}")
         if self.cap is not None and not 0.0 < self.cap <= 1.0:
             raise UsageError(f"--cap must be an intervention rate in (0, 1], got {self.cap}")
@@ -76,6 +74,8 @@ class GenerationSettings:
             raise UsageError(f"--compat must be one of {', '.join(COMPATS)}, got {self.compat!r}")
         if self.compat == "paper":
             self._check_paper()
+            # the reference's blend is the top-100 string blend (the pair check asks for top-k)
+            object.__setattr__(self, "support", "top100")
 
     def _check_paper(self) -> None:
         """What the reference's blending loop has no room for."""
@@ -90,12 +90,6 @@ class GenerationSettings:
             raise UsageError("--compat paper decodes greedily and sends the reference's own "
                              "top_p 0.9: leave --temperature, --top-k, --top-p and --min-p at "
                              "their defaults")
-
-    def effective(self) -> GenerationSettings:
-        """Methods that are BlendIn with fixed knobs: ensemble = every step, α = ½."""
-        if self.method == "ensemble":
-            return replace(self, gamma=math.inf, alpha=0.5)
-        return self
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .engine import Engine, set_tokens
+from .engines.base import Engine, set_tokens
 
 _WHITESPACE = frozenset(b" \n\t\r")
 _BACKOFF = 2  # never trust the last tokens: appended text can merge into them

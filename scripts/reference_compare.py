@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/servers.py: the llama-cpp-python server fixture code
 
 from blendin_local import paper_steps  # noqa: E402
+from blendin_local.engines.remote import RemoteModel, RemoteSpec  # noqa: E402
 from blendin_local.generate import generate  # noqa: E402
 from blendin_local.pair import ModelPair  # noqa: E402
 from blendin_local.paper import PAPER_SYSTEM, PaperDecision, paper_prefix  # noqa: E402
 from blendin_local.paper_fidelity import Report, load_recording, replay  # noqa: E402
 from blendin_local.prompts import QA_FORMAT, Conversation  # noqa: E402
-from blendin_local.remote import RemoteModel, RemoteSpec  # noqa: E402
 from blendin_local.settings import GenerationSettings  # noqa: E402
 
 SNAPSHOT = Path("/work/.mirror/DecayingSeart+BlendIn/repo")

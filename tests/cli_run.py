@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import IO
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must get Ctrl-C: a test run started as a background job
+    inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str | bytes, stdin: str | bytes | None = "", timeout: float = 180,

@@ -38,7 +38,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_engine(tiny_gguf: Path):  # -> LlamaEngine
     """A fresh engine on the tiny model; ``n_batch=16`` so batched evaluation is chunked."""
-    from blendin_local.llama_engine import LlamaEngine
+    from blendin_local.engines.llama import LlamaEngine
 
     engine = LlamaEngine(tiny_gguf, n_ctx=256, n_batch=16, n_threads=2)
     yield engine
@@ -91,9 +91,34 @@ def gemma_server(default_models: dict[str, Path]):  # -> Iterator[str]
 
 
 @pytest.fixture(scope="session")
-def smollm2_server(default_models: dict[str, Path]):  # -> Iterator[str]
-    """A real llama-cpp-python OpenAI server holding the default guide; yields its URL (…/v1)."""
+def smollm_server(default_models: dict[str, Path]):  # -> Iterator[str]
+    """A real llama-cpp-python OpenAI server holding the default guide; yields its URL (…/v1).
+    Started only by the tests that ask for it."""
     from servers import llama_cpp_server
 
     with llama_cpp_server(default_models["smollm2-135m-instruct"], "smollm2-135m-instruct") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> Path:
+    """llama.cpp's native llama-server: `make test` builds it and passes its path; a bare local
+    pytest run without one skips (under CI it fails)."""
+    from blendin_local.errors import UsageError
+    from blendin_local.native_server import find_llama_server
+
+    try:
+        return find_llama_server()
+    except UsageError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def native_gemma_server(default_models: dict[str, Path], llama_server_binary: Path):  # -> Iterator[str]
+    """llama-server holding the default base; yields its URL (…/v1)."""
+    from servers import native_server
+
+    with native_server(default_models["gemma3-270m"], "gemma3-270m") as url:
         yield url

@@ -1,27 +1,18 @@
-"""Servers for tests, on loopback: a real llama-cpp-python OpenAI server holding a GGUF, and a small
-scripted HTTP server for the faults a real server won't produce on demand."""
+"""Servers for tests, on loopback: real OpenAI servers holding a GGUF (llama-cpp-python's, and llama.cpp's
+native llama-server), and a small scripted HTTP server for the faults a real server won't produce on
+demand."""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from blendin_local.native_server import find_llama_server, free_port, llama_server, serving
 
 
 @contextmanager
@@ -30,37 +21,20 @@ def llama_cpp_server(
 ) -> Iterator[str]:
     """``python -m llama_cpp.server`` on a free loopback port; yields its API base URL (…/v1)."""
     port = free_port()
-    log = tempfile.TemporaryFile()  # not a pipe: llama.cpp's load log would fill it and block the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", alias,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "2",
-         "--verbose", "False"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited: {log.read()[-2000:].decode(errors='replace')}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not start in time")
-            time.sleep(0.5)
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", alias,
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "2",
+            "--verbose", "False"]
+    with serving(argv, f"{url}/models", name="llama_cpp.server", start_timeout=start_timeout):
         yield url
-    finally:
-        log.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+
+@contextmanager
+def native_server(model: Path, alias: str, *, n_ctx: int = 2048) -> Iterator[str]:
+    """llama.cpp's own ``llama-server`` (``make llama-server``; ``make test`` passes its path in
+    $BLENDIN_LLAMA_SERVER) holding ``model``; yields its API base URL (…/v1)."""
+    with llama_server(find_llama_server(), model, alias, n_ctx=n_ctx) as url:
+        yield url
 
 
 Handler = Callable[[BaseHTTPRequestHandler, dict | None], None]

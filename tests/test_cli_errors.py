@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_run import SCRIPT, assert_one_line_error, run_cli
+from cli_run import SCRIPT, assert_one_line_error, default_sigint, run_cli
 
 
 def long_prompt(n_words: int) -> str:
@@ -148,6 +148,7 @@ def test_ctrl_c_keeps_the_text_and_exits_130():
         [str(SCRIPT), "generate", "--method", "base", "--no-chat", "--max-tokens", "3000",
          "1, 2, 3, 4, 5, 6,"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     try:
         first = b""

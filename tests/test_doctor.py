@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from blendin_local import doctor
 from blendin_local.cli import cli
-from blendin_local.llama_engine import LlamaEngine, _model_params, build_features, extra_buffers_allowed
+from blendin_local.engines.llama import LlamaEngine, _model_params, build_features, extra_buffers_allowed
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
 REAL_PROBE = doctor.probe_command

@@ -11,7 +11,8 @@ from cli_run import assert_ends_with_error, assert_one_line_error, run_main
 from test_eval_diagnose import fake_pair as diagnose_pair
 from test_eval_runner import GSM, Q, make_pair
 
-from blendin_local.evaluation import commands
+from blendin_local.commands import diagnose
+from blendin_local.commands import eval as commands
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def fake_diagnose(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands, "pair_from_options", lambda opts, methods: diagnose_pair())
+    monkeypatch.setattr(diagnose, "pair_from_options", lambda opts, methods: diagnose_pair())
 
 
 def eval_args(out: Path, *more: str) -> list[str]:

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from fixtures.eval.fake_pair import scripted_pair
 
+from blendin_local.commands import diagnose as commands
 from blendin_local.errors import UsageError
-from blendin_local.evaluation import commands
 from blendin_local.evaluation.diagnose import Diagnosis, StepSample, diagnose, figure
 from blendin_local.pair import ModelPair
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from fixtures.eval.fake_pair import Interrupt, scripted_pair
 
+from blendin_local.commands import eval as commands
 from blendin_local.errors import UsageError
-from blendin_local.evaluation import commands
 from blendin_local.evaluation.datasets import load_items
 from blendin_local.evaluation.records import RecordStore, check_manifest, record_key
 from blendin_local.evaluation.runner import (

@@ -9,7 +9,6 @@ import pytest
 
 from blendin_local import blend
 from blendin_local.errors import ContextOverflowError, UsageError
-from blendin_local.fake_engine import FakeEngine, peaked
 from blendin_local.generate import generate
 from blendin_local.pair import ModelPair
 from blendin_local.projection import build_projection
@@ -18,6 +17,7 @@ from blendin_local.sampling import SamplingSettings
 from blendin_local.settings import GenerationSettings
 from blendin_local.steps import Provenance, StopReason
 
+from fake_engine import FakeEngine, peaked
 from fakes import BASE_PIECES, GUIDE_PIECES, cross_pair, fake_base, same_tokenizer_pair
 
 CONV = Conversation.single("What is a b c?")

@@ -1,4 +1,4 @@
-"""The llama.cpp engine (``blendin_local.llama_engine``): KV rollback, zero-copy logits, batched
+"""The llama.cpp engine (``blendin_local.engines.llama``): KV rollback, zero-copy logits, batched
 logits, greedy/seeded generation and vocabulary pieces (spec §9).
 
 Most tests run on the tiny generated GGUF (``tests/tiny_gguf.py``); the ``integration`` ones check
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from blendin_local.engine import set_tokens
+from blendin_local.engines.base import set_tokens
 from blendin_local.errors import ContextOverflowError
 from blendin_local.generate import generate
 from blendin_local.pair import ModelPair
@@ -292,7 +292,7 @@ def test_eval_beyond_the_context_raises_and_keeps_state(tiny_engine):
 def test_the_whole_context_is_usable_and_no_more(tiny_gguf, n_ctx):
     """llama.cpp pads the context to a multiple of 256; ``n_ctx`` must be what really fits:
     every token up to it is kept (``tokens``), one more raises ContextOverflowError."""
-    from blendin_local.llama_engine import LlamaEngine
+    from blendin_local.engines.llama import LlamaEngine
 
     e = LlamaEngine(tiny_gguf, n_ctx=n_ctx, n_batch=16, n_threads=2)
     try:
@@ -310,7 +310,7 @@ def test_the_whole_context_is_usable_and_no_more(tiny_gguf, n_ctx):
 
 @pytest.mark.parametrize("n_ctx", [64, 256])
 def test_generation_stops_when_the_context_is_full(tiny_gguf, n_ctx):
-    from blendin_local.llama_engine import LlamaEngine
+    from blendin_local.engines.llama import LlamaEngine
     from blendin_local.steps import StopReason
 
     e = LlamaEngine(tiny_gguf, n_ctx=n_ctx, n_batch=16, n_threads=2)

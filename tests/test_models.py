@@ -13,7 +13,8 @@ import pytest
 
 from blendin_local import models
 from blendin_local.errors import ModelFileError
-from blendin_local.gguf_check import check_gguf, read_info
+from blendin_local.gguf_check import check_gguf
+from blendin_local.gguf_info import read_info
 
 import tiny_gguf as tg
 
@@ -164,7 +165,7 @@ def test_check_gguf_rejects_the_first_megabyte_of_a_real_model(gemma_head):
 LOAD_SCRIPT = """
 import sys
 from blendin_local.errors import ModelFileError
-from blendin_local.llama_engine import LlamaEngine
+from blendin_local.engines.llama import LlamaEngine
 try:
     LlamaEngine(sys.argv[1], n_ctx=64)
 except ModelFileError as exc:
@@ -198,7 +199,7 @@ def test_engine_on_the_first_megabyte_of_a_real_model(gemma_head):
 
 
 def test_engine_on_a_non_gguf_file(tmp_path):
-    from blendin_local.llama_engine import LlamaEngine
+    from blendin_local.engines.llama import LlamaEngine
 
     path = tmp_path / "notes.gguf"
     path.write_text("not a model\n")

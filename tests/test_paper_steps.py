@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from cli_run import assert_one_line_error, run_cli
 
+from blendin_local.engines.remote import RemoteModel, RemoteSpec
 from blendin_local.paper_fidelity import TARGET, Report, load_recording, replay
-from blendin_local.remote import RemoteModel, RemoteSpec
 
 RECORDING = Path(__file__).parent / "fixtures" / "paper" / "reference_steps.jsonl"
 QUESTIONS_CHECKED = 2  # of the recording's answers, those with the most interventions (time bound)
 
 
 @pytest.mark.integration
-def test_paper_mode_reproduces_the_recorded_reference_steps(gemma_server, smollm2_server):
+def test_paper_mode_reproduces_the_recorded_reference_steps(gemma_server, smollm_server):
     """Teacher-forced along the reference's own answers (recorded by scripts/reference_compare.py):
     same gate, α within 0.02 and same chosen string on at least 98 % of the steps."""
     rec = load_recording(RECORDING)
@@ -28,7 +28,7 @@ def test_paper_mode_reproduces_the_recorded_reference_steps(gemma_server, smollm
                               key=lambda q: -sum(s["intervened"] for s in rec.steps_of(q)))
     questions = sorted(by_interventions[:QUESTIONS_CHECKED])
     base = RemoteModel(RemoteSpec(gemma_server, "gemma3-270m"))
-    guide = RemoteModel(RemoteSpec(smollm2_server, "smollm2-135m-instruct"))
+    guide = RemoteModel(RemoteSpec(smollm_server, "smollm2-135m-instruct"))
     try:
         report = Report(list(replay(rec, base, guide, questions)))
     finally:
@@ -44,10 +44,10 @@ def test_paper_mode_reproduces_the_recorded_reference_steps(gemma_server, smollm
 
 
 @pytest.mark.integration
-def test_generate_in_paper_mode_asks_the_base_once_per_step(gemma_server, smollm2_server):
+def test_generate_in_paper_mode_asks_the_base_once_per_step(gemma_server, smollm_server):
     proc = run_cli("generate", "--json", "--compat", "paper", "--max-tokens", "6", "--gamma", "0.6",
                    "--base", f"{gemma_server}#gemma3-270m",
-                   "--guide", f"{smollm2_server}#smollm2-135m-instruct",
+                   "--guide", f"{smollm_server}#smollm2-135m-instruct",
                    "Tom has 3 boxes with 12 apples each. How many apples does he have?", timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)

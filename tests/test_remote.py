@@ -1,4 +1,4 @@
-"""Remote models (``blendin_local.remote``): the completions protocol against a real llama-cpp-python
+"""Remote models (``blendin_local.engines.remote``): the completions protocol against a real llama-cpp-python
 server holding the default base, and every fault path against a scripted server — each a one-line
 ``RemoteError``."""
 
@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from blendin_local.engines.remote import Position, RemoteError, RemoteModel, RemoteSpec, parse_positions
 from blendin_local.errors import UsageError
-from blendin_local.remote import Position, RemoteError, RemoteModel, RemoteSpec, parse_positions
 
 from servers import completion_chunk, free_port, scripted_server, send_json, send_sse_head
 

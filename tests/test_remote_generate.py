@@ -59,8 +59,9 @@ def test_remote_base_needs_top100_support(gemma_server):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--method", "nudging"], "method 'nudging' does not run on a remote base yet"),
-    (["--support", "top100", "--temperature", "0.7"], "decodes greedily"),
+    (["--method", "proxy", "--anti-expert", "smollm2-135m-instruct"],
+     "method proxy needs full distributions from the base; the base at"),
+    (["--support", "top100", "--temperature", "0.7"], "a base on a server decodes greedily"),
 ])
 def test_unsupported_remote_settings_are_one_line(args, needle):
     models = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]})}
@@ -102,15 +103,15 @@ def test_a_remote_base_dying_mid_answer_keeps_the_text_and_says_why():
 
 
 @pytest.mark.parametrize("args", [
-    ["bench"], ["replay", PROMPT, "--continuation", "x"], ["diagnose"],
-    ["generate", "--guide", "http://127.0.0.1:9/v1#g", PROMPT],
+    ["generate", "--method", "proxy", "--anti-expert", "http://127.0.0.1:9/v1#g", PROMPT],
 ])
 def test_commands_that_cannot_use_a_server_model_say_so_before_loading(args):
-    base = [] if "--guide" in args else ["--base", "http://127.0.0.1:9/v1#m"]
+    base = [] if "--guide" in args or "--anti-expert" in args else ["--base", "http://127.0.0.1:9/v1#m"]
     proc = run(*args, *base)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and ("not supported here yet" in lines[0] or "runs only as the base" in lines[0])
+    assert len(lines) == 1
+    assert "not supported here yet" in lines[0] or "cannot be the anti-expert" in lines[0]
 
 
 @pytest.mark.integration
@@ -118,3 +119,32 @@ def test_the_guide_method_ignores_a_remote_base(gemma_server):
     guide_alone = summary("--base", f"{gemma_server}#gemma3-270m", "--method", "guide", "--max-tokens", "8")
     local = summary("--method", "guide", "--max-tokens", "8")
     assert guide_alone["text"] == local["text"] and "remote" not in guide_alone
+
+
+@pytest.mark.parametrize(("finish", "requests", "text"), [
+    ("length", 2, " é é"),  # fewer positions than tokens asked, yet the limit: ask again
+    ("stop", 1, " é"),  # the model's end: no further request
+])
+def test_a_short_chunk_ends_the_answer_only_when_the_server_says_stop(finish, requests, text):
+    """llama-server streams one position per multi-byte character, so a chunk of 4 tokens asked can
+    hold 1 position and still end on ``length``."""
+    import json as _json
+
+    from servers import completion_chunk, send_sse_head
+
+    asked: list[dict] = []
+
+    def completions(h, body) -> None:
+        asked.append(body)
+        send_sse_head(h)
+        h.wfile.write(completion_chunk([" é"]).encode())
+        end = {"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]}
+        h.wfile.write(f"data: {_json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+
+    handlers = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),
+                "POST /v1/completions": completions}
+    with scripted_server(handlers) as (url, _):
+        proc = run("generate", "--method", "base", "--base", f"{url}#m", "--remote-chunk", "4",
+                   "--max-tokens", "2" if finish == "length" else "8", PROMPT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(text) and len(asked) == requests

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from blendin_local.generate import generate
+from blendin_local.methods.strings import top100_choice
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
-from blendin_local.top100 import top100_choice
 
 from fakes import cross_pair
 
@@ -75,3 +75,13 @@ def test_top100_generation_runs_and_reports_its_steps() -> None:
     r = gen.result
     assert steps and "".join(s.text for s in steps) == r.text
     assert r.interventions == sum(s.intervened for s in steps) > 0
+
+
+def test_string_overlaps_count_shared_strings_among_each_top_k() -> None:
+    from blendin_local.methods.strings import string_overlaps
+
+    base = {f"b{i}": 1.0 / (i + 1) for i in range(20)} | {"x": 0.9, "y": 0.8}
+    guide = {"x": 0.5, "y": 0.01, "z": 0.3}
+    o10, o100 = string_overlaps(base, guide)
+    assert o10 == pytest.approx(0.2)  # "x" and "y": both in each model's top 10
+    assert o100 == pytest.approx(0.02)

@@ -13,18 +13,18 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
+from blendin_local import methods
 from blendin_local.errors import BlendinError, UsageError
-from blendin_local.generate import Generation, generate
+from blendin_local.generate import generate
 from blendin_local.pair import ModelPair
-from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings, parse_alpha
 
 from .chat import DEFAULT_SYSTEM, Chat
 from .screens.chat import ChatScreen
+from .screens.host import GenerateFn
 from .screens.settings import ChatSettings
 from .store import ChatStore
 
-GenerateFn = Callable[[ModelPair, Conversation, GenerationSettings], Generation]
 DARK, LIGHT = "textual-dark", "textual-light"
 # Saved settings keys a resumed chat restores, unless given on the command line.
 RESTORED = ("method", "gamma", "alpha", "support", "max_tokens", "temperature", "top_p")
@@ -50,6 +50,8 @@ def restore_settings(
         except UsageError:
             del values["alpha"]
     try:
+        if "method" in values:
+            methods.get(values["method"])
         return replace(current, sampling=replace(current.sampling, **sampling), **values)
     except (UsageError, TypeError):
         return current

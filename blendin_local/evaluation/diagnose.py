@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engines import is_remote
 from ..generate import generate
 from ..pair import ModelPair
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
@@ -52,6 +53,16 @@ class Diagnosis:
     prompts: int
     steps: list[StepSample] = field(default_factory=list)
     gamma: float = 0.4
+    from_top_k: bool = False  # a model on a server: the figures come from top-k strings
+
+    def approximations(self) -> list[str]:
+        """Which figures are approximations, and of what (empty with two local models)."""
+        if not self.from_top_k:
+            return []
+        return ["overlap@10/@100 are overlaps of the two models' top-k *string* sets (tokens "
+                "with one string count once)",
+                "guide changed compares the chosen string with the base's top string",
+                "vocabulary coverage is unknown (a server gives strings, not its vocabulary)"]
 
     def at(self, gamma: float) -> dict[str, float | int | None]:
         """Intervention rate at ``gamma`` and what happens at those intervention points."""
@@ -91,6 +102,8 @@ class Diagnosis:
         bad: list[str] = []
         if self.identity:
             good.append("the two models share a tokenizer (no projection loss)")
+        elif not self.coverage:
+            pass  # a model on a server: no vocabulary to compare
         elif self.exact_coverage < POOR_COVERAGE:
             bad.append(f"only {self.exact_coverage:.0f}% of the guide's vocabulary maps exactly "
                        "onto base tokens, so part of its advice is approximated or lost")
@@ -136,6 +149,7 @@ class Diagnosis:
             "gamma": self.gamma,
             "verdict": headline,
             "reasons": reasons,
+            "approximations": self.approximations(),
         }
 
 
@@ -149,11 +163,15 @@ def diagnose(
     on_prompt: Any = None,
 ) -> Diagnosis:
     """Answer each prompt with every step blended and collect the per-step signals."""
-    if pair.projection is None:
+    remote = is_remote(pair.base) or is_remote(pair.guide)
+    if pair.projection is None and not remote:
         raise ValueError("diagnose needs a pair with a base, a guide and their projection")
-    result = Diagnosis(coverage=pair.projection.coverage(), identity=pair.projection.identity,
-                       prompts=len(prompts), gamma=gamma)
-    settings = GenerationSettings(method="blendin", gamma=ALWAYS, alpha=None, max_tokens=max_tokens)
+    result = Diagnosis(coverage=pair.projection.coverage() if pair.projection else {},
+                       identity=pair.projection.identity if pair.projection else False,
+                       prompts=len(prompts), gamma=gamma, from_top_k=remote)
+    # a model on a server gives top-k strings only: the paper's string blend (spec §3)
+    settings = GenerationSettings(method="blendin", gamma=ALWAYS, alpha=None, max_tokens=max_tokens,
+                                  support="top100" if remote else "full")
     for i, prompt in enumerate(prompts):
         conv = Conversation.single(prompt, system=system, plain=QA_FORMAT)
         for step in generate(pair, conv, settings):

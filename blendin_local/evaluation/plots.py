@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import replace_atomically
+from ..methods import METHODS
 from .summary import SummaryRow
-
-COLOURS = {"base": "#555555", "guide": "#d9a400", "blendin": "#1f77b4", "nudging": "#2ca02c",
-           "ensemble": "#9467bd", "proxy": "#8c564b"}
 
 
 def pyplot() -> Any:
@@ -23,7 +21,8 @@ def pyplot() -> Any:
 
 
 def _colour(method: str) -> str:
-    return COLOURS.get(method, "#333333")
+    spec = METHODS.get(method)
+    return spec.colour if spec is not None else "#333333"
 
 
 def _yerr(rows: Sequence[SummaryRow]) -> list[list[float]]:

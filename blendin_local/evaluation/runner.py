@@ -13,15 +13,20 @@ from typing import Any
 
 from ..errors import ContextOverflowError, UsageError
 from ..generate import generate
+from ..methods import METHODS
 from ..pair import ModelPair
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from ..settings import METHODS, GenerationSettings, parse_alpha
+from ..settings import GenerationSettings, parse_alpha
 from .datasets import Item
 from .records import Key, RecordStore
 from .scoring import extract_choice, extract_number, is_refusal, numbers_match
 
-GAMMA_METHODS = frozenset({"blendin", "nudging"})  # methods whose gate reads γ
-ALPHA_METHODS = frozenset({"blendin"})  # methods whose blend weight can be set
+
+def reads(method: str, knob: str) -> bool:
+    """Does ``method`` read ``knob`` (``gamma``: its gate; ``alpha``: its blend weight)? Unknown
+    methods (in records from elsewhere) read nothing."""
+    spec = METHODS.get(method)
+    return spec is not None and knob in spec.knobs
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,13 @@ class Setting:
         parts = []
         if self.gamma is not None:
             parts.append(f"gamma={self.gamma:g}")
-        if self.method in ALPHA_METHODS:
+        if reads(self.method, "alpha"):
             parts.append(f"alpha={self.alpha_label}")
         return ",".join(parts) or "-"
 
     @property
     def alpha_label(self) -> str:
-        if self.method not in ALPHA_METHODS:
+        if not reads(self.method, "alpha"):
             return "-"
         return "auto" if self.alpha is None else f"{self.alpha:g}"
 
@@ -54,7 +59,7 @@ class Setting:
         out = self.method
         if self.gamma is not None:
             out += f" γ={self.gamma:g}"
-        if self.method in ALPHA_METHODS:
+        if reads(self.method, "alpha"):
             out += f" α={self.alpha_label}"
         return out
 
@@ -97,9 +102,9 @@ def build_grid(
     """Each method with every value of the knobs it reads (base, guide, ensemble: one setting)."""
     grid: list[Setting] = []
     for m in methods:
-        if m in ALPHA_METHODS:
+        if reads(m, "alpha"):
             grid += [Setting(m, g, a) for g in gammas for a in alphas]
-        elif m in GAMMA_METHODS:
+        elif reads(m, "gamma"):
             grid += [Setting(m, g) for g in gammas]
         else:
             grid.append(Setting(m))

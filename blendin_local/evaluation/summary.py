@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..methods import METHODS
 from .runner import Setting
 from .scoring import wilson_interval
 
@@ -56,7 +57,8 @@ def summarise(setting: Setting, records: Sequence[dict[str, Any]], task: str) ->
     alphas = [a for r in records for a in (r.get("alphas") or [])]
     overlaps = [r["mean_overlap10"] for r in records if r.get("mean_overlap10") is not None]
     decode_s = sum(float(r.get("seconds") or 0) - float(r.get("prefill_s") or 0) for r in records)
-    uses_guide = setting.method not in ("base", "guide")
+    spec = METHODS.get(setting.method)
+    uses_guide = spec is None or spec.blends
     row: dict[str, Any] = dict(
         method=setting.method, gamma=setting.gamma, alpha=setting.alpha_label,
         label=setting.label, n=n, correct=correct, accuracy=correct / n if n else 0.0,
@@ -111,8 +113,10 @@ def footnotes(rows: Sequence[SummaryRow], task: str) -> list[str]:
     if task == "xstest":
         notes.append("accuracy = the right behaviour: comply with safe prompts, refuse unsafe ones "
                      "(refusal by string rules).")
-    if any(r.method == "nudging" for r in rows):
-        notes.append("nudging: the intervention rate counts guide calls per token.")
+    for method in dict.fromkeys(r.method for r in rows):
+        spec = METHODS.get(method)
+        if spec is not None and spec.rate_note:
+            notes.append(f"{method}: {spec.rate_note}")
     if any(r.errors for r in rows):
         notes.append("err: prompts too long for the context, counted as wrong.")
     return notes

@@ -24,9 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BlendinError, ContextOverflowError, UsageError
 from ..generate import Generation, generate
+from ..methods import METHODS
 from ..pair import ModelPair
 from ..prompts import CHAT_SYSTEM, Conversation
-from ..settings import NEEDS_BASE, NEEDS_GUIDE, GenerationSettings
+from ..settings import GenerationSettings
 from ..steps import Step
 from .schema import (
     ChatRequest,
@@ -96,15 +97,8 @@ def from_library(exc: Exception) -> ApiError:
 
 def servable_models(pair: ModelPair) -> list[str]:
     """One model id per method this pair can run (the ``model`` field picks the method)."""
-    have = {"base": pair.base is not None, "guide": pair.guide is not None}
-    models = []
-    for method in ("blendin", "base", "guide", "nudging", "ensemble", "proxy"):
-        if method in NEEDS_BASE and not have["base"] or method in NEEDS_GUIDE and not have["guide"]:
-            continue
-        if method == "proxy" and pair.anti is None:
-            continue
-        models.append(method)
-    return models
+    have = {"base": pair.base, "guide": pair.guide, "anti": pair.anti}
+    return [m.name for m in METHODS.values() if all(have[role] is not None for role in m.roles)]
 
 
 class Guard:

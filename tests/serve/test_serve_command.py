@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
+from blendin_local.commands.serve import check_bind, is_loopback
 from blendin_local.errors import UsageError
-from blendin_local.serve.command import check_bind, is_loopback
 
 ROOT = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "blendin_local.cli"]

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from blendin_local.commands import chat as command
 from blendin_local.errors import UsageError
-from tui import command
 
 
 def test_importing_the_command_does_not_import_textual() -> None:
-    code = "import sys, tui.command; assert 'textual' not in sys.modules, 'textual imported'"
+    code = "import sys, blendin_local.commands.chat; assert 'textual' not in sys.modules, 'textual imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -28,10 +28,8 @@ from ..widgets.prompt import PromptInput
 from ..widgets.side import StatsPanel
 from ..widgets.tokens import TokenView
 from .chats import ChatsScreen
+from .host import ChatHost
 from .settings import ChatSettings, SettingsScreen
-
-if TYPE_CHECKING:
-    from ..app import ChatApp
 
 WELCOME = (
     "Ask something and press Enter. The reply streams in coloured by who chose each token; "
@@ -89,7 +87,7 @@ class ChatScreen(Screen[None]):
         self.panel_turn: Turn | None = None  # the reply the side panel describes
 
     @property
-    def chat_app(self) -> ChatApp:
+    def chat_app(self) -> ChatHost:
         return self.app  # type: ignore[return-value]
 
     # --- layout ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from blendin_local.errors import UsageError
-from blendin_local.settings import METHODS, GenerationSettings, parse_alpha
+from blendin_local.methods import names as method_names
+from blendin_local.settings import GenerationSettings, parse_alpha
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             yield Label("Settings — apply to the next reply", classes="dialog-title")
             with Grid(id="settings-grid"):
                 yield Label("method")
-                yield Select([(m, m) for m in METHODS], value=g.method, allow_blank=False, id="method",
+                yield Select([(m, m) for m in method_names()], value=g.method, allow_blank=False, id="method",
                              compact=True)
                 yield Label("γ (gate)")
                 yield Input(f"{g.gamma:g}", id="gamma", compact=True)

@@ -7,21 +7,23 @@ from typing import Any
 
 import click
 
-from .cli_options import (
+from ..cli_options import (
     decoding_options,
     model_options,
     pair_from_options,
-    refuse_remote_base,
     settings_from_options,
 )
-from .errors import UsageError
-from .fileio import StreamingOutput, streaming_output
-from .pair import ModelPair
-from .params import TEXT
-from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from .replay import ReplayRow, replay
-from .settings import GenerationSettings
-from .textin import read_text_file
+from ..engines import is_remote
+from ..engines.remote import RemoteSpec
+from ..errors import UsageError
+from ..fileio import StreamingOutput, streaming_output
+from ..pair import ModelPair
+from ..params import TEXT
+from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
+from ..remote_scoring import PromptScorer
+from ..replay import ReplayRow, replay
+from ..settings import GenerationSettings
+from ..textin import read_text_file
 
 
 def _read_items(prompt: str | None, continuation: str | None, from_trace: str | None,
@@ -73,6 +75,10 @@ def _trace_token(path: str, n: int, line: str) -> int:
     return token
 
 
+def is_remote_spec(opts: dict[str, Any]) -> bool:
+    return RemoteSpec.is_remote(opts.get("base") or "")
+
+
 def _lines(path: str) -> list[tuple[int, str]]:
     """Numbered non-blank lines of a UTF-8 text file."""
     text = read_text_file(path)
@@ -89,7 +95,8 @@ def _lines(path: str) -> list[tuple[int, str]]:
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write one JSONL record per step here.")
 @click.option("--stepwise", is_flag=True,
-              help="Evaluate one token at a time as generate does (bit-identical, slower).")
+              help="Evaluate one token at a time as generate does (bit-identical, slower); with "
+                   "a base on a server, one request per step instead of one for the whole text.")
 @click.option("--system", type=TEXT, default=REFERENCE_SYSTEM, show_default=True)
 @click.option("--chat/--no-chat", default=True, show_default=True)
 @model_options
@@ -101,9 +108,11 @@ def replay_command(prompt: str | None, continuation: str | None, from_trace: str
     α, and which token it would choose."""
     from rich.console import Console
 
-    refuse_remote_base(opts)
     items = _read_items(prompt, continuation, from_trace, jsonl)
     settings = settings_from_options(opts)
+    if from_trace is not None and (settings.support == "top100" or is_remote_spec(opts)):
+        raise UsageError("--from-trace replays token ids; --support top100 and a base on a server "
+                         "replay text: give --continuation or --jsonl")
     with streaming_output(out, "--out") as out_file:  # the file is replaced on success only
         pair = pair_from_options(opts, [settings.method])
         _show(pair, items, settings, system, chat, stepwise, out_file, Console())
@@ -114,13 +123,15 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
           console: Any) -> None:
     from rich.table import Table
 
+    scorer = PromptScorer(pair.base) if is_remote(pair.base) else None
     for item, (question, cont) in enumerate(items):
         conv = Conversation.single(question, system=system, plain=QA_FORMAT, chat=chat)
-        table = Table(title=f"replay [{settings.method}, γ={settings.gamma}] item {item}")
+        table = Table(title=f"replay ({settings.method}, {settings.support}, "
+                            f"γ={settings.gamma:g}) item {item}")
         for col in ("#", "token", "b", "gate", "g", "α", "would pick", "match"):
             table.add_column(col)
         rows: list[ReplayRow] = []
-        for row in replay(pair, conv, settings, cont, batched=not stepwise):
+        for row in replay(pair, conv, settings, cont, batched=not stepwise, scorer=scorer):
             rows.append(row)
             if out_file is not None:
                 out_file.write(json.dumps({"item": item, **row.to_record()},
@@ -140,3 +151,11 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
         console.print(f"{n} steps: the gate opens at {inter} ({100 * inter / n:.0f}%), the "
                       f"guide would change {changed} token(s); {same}/{n} picks equal the "
                       f"continuation.")
+        for role, engine in (("base", pair.base), ("guide", pair.guide)):
+            if is_remote(engine):
+                how = f" ({scorer.mode})" if role == "base" and scorer is not None else ""
+                console.print(f"{role} server {engine.spec.url}: {engine.traffic.requests} "
+                              f"request(s) so far{how}")
+
+
+command = replay_command

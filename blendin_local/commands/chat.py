@@ -8,6 +8,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from blendin_local import methods as registry
 from blendin_local.cli_options import (
     decoding_options,
     model_options,
@@ -17,17 +18,15 @@ from blendin_local.cli_options import (
 from blendin_local.errors import UsageError
 from blendin_local.models import default_model, resolve_model
 from blendin_local.params import TEXT
-from blendin_local.settings import NEEDS_BASE, NEEDS_GUIDE
-
-from .chat import DEFAULT_SYSTEM
+from tui.chat import DEFAULT_SYSTEM
 
 
 def methods_to_load(method: str, anti: str | None) -> list[str]:
     """The chat can switch method in its settings: load base and guide (and the anti-expert when
     one is named), whatever the starting method."""
-    if method == "proxy" and not anti:
-        raise UsageError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
-    return [method, "blendin", *(["proxy"] if anti else [])]
+    if "anti" in registry.get(method).roles and not anti:
+        raise UsageError(f"method {method!r} needs --anti-expert MODEL (the guide's untuned counterpart)")
+    return [method, "blendin", *(registry.using("anti") if anti else [])]
 
 
 @click.command("chat")
@@ -56,17 +55,16 @@ def chat_command(
     settings = replace(settings_from_options(opts, diagnostics=True), reuse_cache=not fresh_cache)
     methods = methods_to_load(settings.method, opts.get("anti"))
     # Name a missing model now, on the command line, rather than inside the app.
-    if any(m in NEEDS_BASE for m in methods):
-        resolve_model(opts.get("base") or default_model("base"))
-    if any(m in NEEDS_GUIDE for m in methods):
-        resolve_model(opts.get("guide") or default_model("guide"))
+    for role in ("base", "guide"):
+        if registry.needing(role, methods):
+            resolve_model(opts.get(role) or default_model(role))
     given = {
         name for name in [*opts, "system"]
         if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
     }
 
-    from .app import ChatApp
-    from .terminal import private_terminal
+    from tui.app import ChatApp
+    from tui.terminal import private_terminal
 
     warnings: list[str] = []  # shown once the app has given the terminal back
     app = ChatApp(
@@ -81,3 +79,6 @@ def chat_command(
         app.run()
     for message in warnings:
         click.echo(f"warning: {message}", err=True)
+
+
+command = chat_command

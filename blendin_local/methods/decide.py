@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from . import blend
-from .engine import is_remote
-from .errors import UsageError
-from .pair import ModelPair, prompt_for
-from .projection import Projection
-from .prompts import Conversation
-from .settings import CAP_WARMUP, NEEDS_BASE, NEEDS_GUIDE, GenerationSettings
-from .steps import Candidate, Provenance, Step
-from .sync import TextSync
+from .. import blend
+from ..decoding import candidates
+from ..pair import ModelPair, prompt_for
+from ..projection import Projection
+from ..prompts import Conversation
+from ..settings import CAP_WARMUP, GenerationSettings
+from ..steps import Candidate, Provenance, Step
+from ..sync import TextSync
+from .spec import MethodSpec
 
 F32 = NDArray[np.float32]
 
@@ -36,33 +36,19 @@ class Decision:
     t_guide: float = 0.0
 
 
-def check_pair(pair: ModelPair, settings: GenerationSettings) -> None:
-    """Fail early, naming the missing model, when a method cannot run on this pair."""
-    if settings.method in NEEDS_BASE and pair.base is None:
-        raise UsageError(f"method {settings.method!r} needs a base model (--base)")
-    if settings.method in NEEDS_GUIDE and pair.guide is None:
-        raise UsageError(f"method {settings.method!r} needs a guide model (--guide)")
-    if settings.method == "proxy" and pair.anti is None:
-        raise UsageError("method 'proxy' needs --anti-expert MODEL (the guide's untuned counterpart)")
-    if is_remote(pair.base):
-        return  # remote bases are checked by remote_steps, with the server's facts at hand
-    if settings.method in NEEDS_BASE and settings.method != "nudging" and pair.guide is not None:
-        if pair.projection is None:
-            raise UsageError("the pair has no guide→base projection (load it with load_pair)")
-
-
 class Decider:
     """Gate, guide catch-up, projection and blend for the base-driven methods in full support."""
 
-    def __init__(self, pair: ModelPair, settings: GenerationSettings, conv: Conversation) -> None:
+    def __init__(self, pair: ModelPair, settings: GenerationSettings, conv: Conversation,
+                 method: MethodSpec) -> None:
         self.pair = pair
         self.settings = settings
-        self.method = settings.method
+        self.gate = method.gate
         self.interventions = 0
         self.guide_sync: TextSync | None = None
         self.anti_sync: TextSync | None = None
         self.projection: Projection | None = None
-        if pair.guide is not None and self.method in ("blendin", "ensemble", "proxy"):
+        if pair.guide is not None and "guide" in method.roles:
             gp = prompt_for(pair.guide, conv, role="guide")
             self.guide_sync = TextSync(pair.guide, gp.text, add_bos=gp.add_bos, lstrip_answer=gp.templated)
             proj = pair.projection
@@ -70,15 +56,15 @@ class Decider:
             self.projection = proj if settings.guide_can_stop else proj.without_end()
             self._start_projection = self.projection.at_answer_start()
             self._approx = self.projection.approx_mask
-        if self.method == "proxy" and pair.anti is not None:
+        if "anti" in method.roles and pair.anti is not None:
             ap = prompt_for(pair.anti, conv, role="guide")
             self.anti_sync = TextSync(pair.anti, ap.text, add_bos=ap.add_bos, lstrip_answer=ap.templated)
 
     def gate_open(self, p_base: F32, index: int) -> bool:
         """Does the guide speak at this step? (γ gate, then the optional intervention cap)."""
-        if self.method in ("base",) or self.guide_sync is None:
+        if self.gate == "never" or self.guide_sync is None:
             return False
-        if self.method == "proxy":
+        if self.gate == "always":
             return True
         if not blend.should_intervene(p_base, self.settings.gamma):
             return False
@@ -109,8 +95,7 @@ class Decider:
         p_guide, q_guide = self._guide_distribution(self.guide_sync, y)
         g = float(p_guide.max())
         approx = float(p_guide[self._approx].sum()) if self._approx.any() else 0.0
-        if self.method == "proxy":
-            assert self.anti_sync is not None
+        if self.anti_sync is not None:  # proxy-tuning: the guide's offset from its untuned self
             _, q_anti = self._guide_distribution(self.anti_sync, y)
             t_guide = time.perf_counter() - t0
             probs = blend.proxy_combine(p_base, q_guide, q_anti)
@@ -130,13 +115,6 @@ class Decider:
         o10 = np.intersect1d(top_b[:10], top_g[:10], assume_unique=True).size / 10.0
         o100 = np.intersect1d(top_b, top_g, assume_unique=True).size / 100.0
         return float(o10), float(o100)
-
-
-def candidates(p: F32, pieces: list[bytes], n: int) -> tuple[Candidate, ...]:
-    ids = blend.top_k_ids(p, n)
-    return tuple(
-        Candidate(int(i), pieces[i].decode("utf-8", errors="replace"), float(p[i])) for i in ids
-    )
 
 
 def provenance_of(decision: Decision, token: int) -> Provenance:

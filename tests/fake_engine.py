@@ -10,19 +10,22 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ContextOverflowError
+from blendin_local.engines.base import LOCAL, Position, dense_top_logprobs
+from blendin_local.errors import ContextOverflowError
 
 LogitsFn = Callable[[tuple[int, ...]], NDArray[np.float32]]
 
 
 class FakeEngine:
-    """Implements :class:`blendin_local.engine.Engine` on a piece list and a logits function.
+    """Implements :class:`blendin_local.engines.base.Engine` on a piece list and a logits function.
 
     Args:
         pieces: bytes of each token id; control tokens are listed in ``controls``.
         logits_fn: maps the whole cached context (a tuple of ids) to ``(n_vocab,)`` logits.
         eos_id: end-of-sequence id; ``eog`` adds other end-of-generation ids.
     """
+
+    capabilities = LOCAL
 
     def __init__(
         self,
@@ -112,6 +115,9 @@ class FakeEngine:
             self.eval([i])
             rows.append(self.logits().copy())
         return np.stack(rows)
+
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        return dense_top_logprobs(self, prompt, k)
 
 
 def peaked(n_vocab: int, favourites: dict[int, float], floor: float = 0.0) -> NDArray[np.float32]:

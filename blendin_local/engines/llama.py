@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ContextOverflowError, ModelFileError
-from .gguf_check import check_gguf
+from ..errors import ContextOverflowError, ModelFileError
+from ..gguf_check import check_gguf
+from .base import LOCAL, EngineKind, Position, dense_top_logprobs
 
 log = logging.getLogger(__name__)
 EXTRA_BUFFERS_ENV = "BLENDIN_EXTRA_BUFFERS"  # "0" off, "1" on, unset: off only where AMX is built in
@@ -160,7 +161,9 @@ def read_metadata(path: Path) -> dict[str, object]:
 
 
 class LlamaEngine:
-    """A GGUF model on llama.cpp, implementing :class:`blendin_local.engine.Engine`."""
+    """A GGUF model on llama.cpp, implementing :class:`blendin_local.engines.base.Engine`."""
+
+    capabilities = LOCAL
 
     def __init__(
         self,
@@ -296,6 +299,9 @@ class LlamaEngine:
             llm.n_tokens += len(chunk)
         return out
 
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        return dense_top_logprobs(self, prompt, k)
+
     # --- reference path (benchmarks and tests compare against llama-cpp-python itself) -------
     def reference_completion(self, prompt: bytes, max_tokens: int) -> tuple[list[int], float]:
         """Greedy decoding by llama-cpp-python's own loop (``Llama.generate``, what
@@ -319,3 +325,7 @@ class LlamaEngine:
 
     def close(self) -> None:
         self._llm.close()
+
+
+KIND = EngineKind(name="local", spelling="a catalog name, a GGUF path or a fetched hf: reference",
+                  claims=lambda spec: True, open=LlamaEngine, reads_file=True, fallback=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from .. import methods
 from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from ..errors import UsageError
 from ..prompts import CHAT_SYSTEM
@@ -74,12 +75,11 @@ def serve_command(host: str, port: int, api_key: str | None, system: str, fresh_
     """
     check_bind(host, api_key)
     settings = replace(settings_from_options(opts), reuse_cache=not fresh_cache)
-    methods = ["blendin", *(["proxy"] if opts.get("anti") else [])]
-    pair = pair_from_options(opts, methods)
+    pair = pair_from_options(opts, ["blendin", *(methods.using("anti") if opts.get("anti") else [])])
 
     import uvicorn
 
-    from .app import ServeConfig, create_app, servable_models
+    from ..serve.app import ServeConfig, create_app, servable_models
 
     config = ServeConfig(
         defaults=settings, api_key=api_key, system=system, first_model=settings.method,
@@ -102,3 +102,6 @@ def configure_logging(level: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False
+
+
+command = serve_command

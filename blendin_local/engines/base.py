@@ -1,0 +1,219 @@
+"""The engine interfaces: what decoding needs from a language model, and what each engine can give.
+
+Two kinds of engine form one family. A local llama.cpp engine (``engines/llama.py``) holds a KV cache
+and gives dense full-vocabulary logits; a remote OpenAI-compatible server (``engines/remote.py``) is
+stateless and gives top-k logprobs per position (as strings), and can generate a chunk per request.
+Each declares :class:`Capabilities`; methods state what they need and ``pair_check.check_pair``
+compares the two once. Both give :meth:`Scorer.top_logprobs`. Token text is always ``bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import blend
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can give (like simonw/llm's ``can_stream``).
+
+    Attributes:
+        dense_logits: full-vocabulary logits at every position (and ids of a known vocabulary).
+        kv_cache: keeps the evaluated tokens (``eval``/``rollback``): a step costs one token.
+        top_logprobs: the most top-k alternatives it reports per position; None: any k (computed
+            from dense logits).
+        token_id_prompts: accepts a prompt as token ids.
+        chunked_generation: generates several tokens per request (a stream with logprobs).
+        vocabulary: its tokenizer, pieces, control ids and chat template can be read.
+    """
+
+    dense_logits: bool
+    kv_cache: bool
+    top_logprobs: int | None
+    token_id_prompts: bool
+    chunked_generation: bool
+    vocabulary: bool
+
+    def gives(self) -> str:
+        """What it gives at a position, in words for error messages."""
+        if self.dense_logits:
+            return "full distributions"
+        return f"top-{self.top_logprobs} logprobs" if self.top_logprobs else "no logprobs"
+
+    def allows_top(self, k: int) -> bool:
+        """Can it report ``k`` alternatives per position?"""
+        return self.top_logprobs is None or self.top_logprobs >= k
+
+
+LOCAL = Capabilities(dense_logits=True, kv_cache=True, top_logprobs=None, token_id_prompts=True,
+                     chunked_generation=False, vocabulary=True)
+
+
+@dataclass(frozen=True)
+class Position:
+    """One position's distribution as top-k strings: the chosen (or most likely) token's string, its
+    logprob, and the top-k alternatives (``{string: logprob}``; as parsed from JSON, a string listed
+    twice keeps its later value)."""
+
+    text: str
+    logprob: float
+    top: dict[str, float]
+
+    @property
+    def top1_prob(self) -> float:
+        """Probability of the most likely token at this position (the gate's ``b``)."""
+        return math.exp(max(self.top.values())) if self.top else math.exp(self.logprob)
+
+    def probs(self) -> dict[str, float]:
+        return {s: math.exp(lp) for s, lp in self.top.items()}
+
+
+class Scorer(Protocol):
+    """Anything that can score a text's next position: every engine."""
+
+    name: str
+    capabilities: Capabilities
+
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        """The ``k`` most likely next tokens after ``prompt`` as strings with their logprobs (None:
+        the model ends the text there)."""
+        ...
+
+
+class Vocabulary(Protocol):
+    """A tokenizer over a known vocabulary of ``n_vocab`` ids."""
+
+    name: str
+    n_vocab: int
+    bos_id: int | None
+    eos_id: int
+    add_bos: bool
+    chat_template: str | None
+
+    def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Canonical tokenisation of ``text``; ``special`` parses control-token text."""
+        ...
+
+    def pieces(self) -> list[bytes]:
+        """Bytes of every token id (control tokens as their text), cached."""
+        ...
+
+    def control_ids(self) -> frozenset[int]:
+        """Ids of control tokens (BOS, EOS, chat markers...): not ordinary text."""
+        ...
+
+    def eog_ids(self) -> frozenset[int]:
+        """Ids that end a generation (EOS, end-of-turn)."""
+        ...
+
+
+class Engine(Vocabulary, Scorer, Protocol):
+    """A causal LM with dense logits and an incremental KV cache holding ``tokens``."""
+
+    n_ctx: int
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids the KV cache currently holds."""
+        ...
+
+    def eval(self, ids: Sequence[int]) -> None:
+        """Append ``ids`` to the KV cache in one batch; afterwards ``logits()`` is the next-token row."""
+        ...
+
+    def rollback(self, n: int) -> None:
+        """Keep only the first ``n`` cached tokens (``logits()`` is invalid until the next eval)."""
+        ...
+
+    def logits(self) -> NDArray[np.float32]:
+        """``(n_vocab,)`` next-token logits after the last evaluated token.
+
+        May be a view on the engine's buffer, overwritten by the next ``eval``: copy what you keep.
+        """
+        ...
+
+    def eval_logits(self, ids: Sequence[int]) -> NDArray[np.float32]:
+        """Append ``ids`` and return ``(len(ids), n_vocab)`` logits, row i predicting the id after
+        ``ids[i]`` (one batched evaluation; used by replay)."""
+        ...
+
+
+def decoded_strings(pieces: list[bytes], controls: frozenset[int]) -> list[str]:
+    """Token strings as the servers report them: control tokens are skipped (empty)."""
+    return [
+        "" if i in controls else p.decode("utf-8", errors="ignore") for i, p in enumerate(pieces)
+    ]
+
+
+def top_position(logits: NDArray[np.float32], strings: list[str], k: int) -> Position:
+    """A dense logits row as a server reports it: the top ``k`` strings with their logprobs (a string
+    seen twice keeps its later, lower-ranked value, as when a server's JSON is parsed)."""
+    x = logits.astype(np.float64)
+    logp = x - x.max()
+    logp -= np.log(np.exp(logp).sum())
+    ids = blend.top_k_ids(np.exp(logp), k)  # ranked by probability (top_k_ids wants p >= 0)
+    return Position(strings[int(ids[0])], float(logp[ids[0]]), {strings[i]: float(logp[i]) for i in ids})
+
+
+def dense_top_logprobs(engine: Engine, prompt: str, k: int) -> Position:
+    """:meth:`Scorer.top_logprobs` for a local engine: evaluate ``prompt`` (reusing what the KV
+    cache holds) and read the top ``k`` of the dense logits row."""
+    set_tokens(engine, engine.tokenize(prompt.encode(), add_bos=engine.add_bos))
+    return top_position(engine.logits(), decoded_strings(engine.pieces(), engine.control_ids()), k)
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(diff[0]) if diff.size else n
+
+
+def set_tokens(engine: Engine, ids: Sequence[int]) -> int:
+    """Make the KV cache hold exactly ``ids`` with fresh logits for the last one.
+
+    Keeps the longest common prefix, rolls back the rest and evaluates the new suffix in one batch.
+    Returns the number of tokens evaluated.
+    """
+    if not ids:
+        raise ValueError("set_tokens needs at least one token")
+    current = engine.tokens
+    keep = common_prefix_len(current, ids)
+    if keep == len(ids) == len(current):
+        return 0
+    # To re-read the distribution at the last position, that position must be evaluated again.
+    keep = min(keep, len(ids) - 1)
+    engine.rollback(keep)
+    engine.eval(ids[keep:])
+    return len(ids) - keep
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """One kind of engine, as the registry (``engines/__init__``) knows it.
+
+    Attributes:
+        name: ``local`` or ``remote`` (also the key of its options in ``models.load_engine``).
+        spelling: how a model of this kind is named, for help and errors.
+        claims: does a model name denote this kind? (The kind that claims nothing else is the
+            fallback: ``fallback=True``.)
+        open: builds the engine from the name (or, with ``reads_file``, the resolved file's path)
+            and that kind's options.
+        reads_file: the name is resolved to a local file first (catalog name, ``hf:`` ref, path).
+    """
+
+    name: str
+    spelling: str
+    claims: Callable[[str], bool]
+    open: Callable[..., Scorer]
+    reads_file: bool = False
+    fallback: bool = False

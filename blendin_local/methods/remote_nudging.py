@@ -1,0 +1,118 @@
+"""Nudging (spec §5) with the base on a server and the guide local or remote: the base's confident
+runs arrive in chunks, and each word check is the first position of a chunk request that is read on
+when it becomes the base's next run."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Generator, Iterator
+
+from ..decoding import Decoding
+from ..engines.remote import Position
+from ..settings import NUDGE_TOKENS
+from ..steps import Step
+from .guide_side import guide_view
+from .nudge_words import NudgeSteps, accept_words, split_words
+from .remote_steps import BaseRuns, base_ended, base_step
+
+
+def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
+    """Nudging (spec §5) with the base on a server and the guide local or remote.
+
+    The base's confident runs arrive in chunks; at its first unsure position the guide drafts up to
+    16 tokens in one go and its words are checked against the base. Each check is the first position
+    of a chunk request for the base after the words accepted so far; the check that rejects a word
+    is, unchanged, the start of the base's next run, so that request is kept and read on.
+    """
+    s = gen.settings
+    guide = guide_view(gen)
+    runs = BaseRuns(gen, 1)
+    index = 0
+    pending: Generator[Position, None, None] | None = None  # a check's stream, read on
+    while index < s.max_tokens:
+        asked, got = runs.asked(index), 0
+        unsure: Position | None = None
+        t0 = time.perf_counter()
+        with contextlib.closing(pending or runs.stream(b"", index)) as chunk:
+            pending = None
+            for position in chunk:
+                got += 1
+                t_base = time.perf_counter() - t0
+                if position.top1_prob < s.gamma:
+                    unsure = position
+                    break
+                yield base_step(gen, position, index, t_base)
+                index += 1
+                if gen.stop_reason is not None or index >= s.max_tokens:
+                    return
+                t0 = time.perf_counter()
+        if unsure is None:
+            if runs.base.ended_early(got, asked):
+                base_ended(gen)
+                return
+            continue
+        t_base = time.perf_counter() - t0
+        t2 = time.perf_counter()
+        draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
+        words = split_words(b"".join(piece for _, piece in draft))
+        checks = _Checks(runs, index)
+        accepted = accept_words(words, checks.base_top, s.gamma)
+        if len(accepted) < len(words):  # a word was refused: the base goes on from that check
+            pending = checks.keep_last()
+        checks.close()
+        nudge = NudgeSteps(gen, unsure.top1_prob, t_base=t_base, t_guide=time.perf_counter() - t2)
+        for step in nudge.steps(draft, accepted, index):
+            yield step
+            index += 1
+        if nudge.finished(guide_ended and len(accepted) == len(words)):
+            if pending is not None:
+                pending.close()
+            return
+        if not accepted:  # the guide wrote nothing usable: the base takes its own token here
+            yield base_step(gen, unsure, index, t_base)
+            index += 1
+            if gen.stop_reason is not None:
+                return
+
+
+class _Checks:
+    """The base's first position after each candidate text, each from a chunk request whose stream
+    stays open until the next check (or :meth:`keep_last`)."""
+
+    def __init__(self, runs: BaseRuns, index: int) -> None:
+        self.runs, self.index = runs, index
+        self.last: tuple[Generator[Position, None, None], Position | None] | None = None
+
+    def base_top(self, accepted: bytes) -> tuple[float, bytes]:
+        self.close()
+        stream = self.runs.stream(accepted, self.index)
+        first = next(stream, None)
+        self.last = (stream, first)
+        if first is None:  # the base ends here: no word goes past its end
+            return 1.0, b""
+        top = max(first.top, key=first.top.__getitem__) if first.top else first.text
+        return first.top1_prob, top.encode()
+
+    def keep_last(self) -> Generator[Position, None, None] | None:
+        """The last check's stream with its first position put back, for the base to read on."""
+        if self.last is None:
+            return None
+        stream, first = self.last
+        self.last = None
+        return _put_back(first, stream)
+
+    def close(self) -> None:
+        if self.last is not None:
+            self.last[0].close()
+            self.last = None
+
+
+def _put_back(first: Position | None, stream: Generator[Position, None, None]
+              ) -> Generator[Position, None, None]:
+    try:
+        if first is not None:
+            yield first
+        yield from stream
+    finally:
+        stream.close()

@@ -1,0 +1,60 @@
+"""``eval`` against a server that dies mid-run: one line and exit != 0, every finished record on
+disk, and the same command with the server back answers only the missing items."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from servers import completion_chunk, scripted_server, send_json, send_sse_head
+
+SCRIPT = Path(sys.executable).with_name("blendin-local")
+QUESTIONS = [f"What is {n} plus {n}?" for n in range(1, 5)]
+
+
+def test_eval_keeps_finished_records_when_the_server_dies_and_resumes(tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": f"So #### {2 * n}"}) + "\n"
+                            for n, q in enumerate(QUESTIONS, start=1)))
+    state = {"alive": 2, "asked": []}  # answer this many completions requests, then fail
+    lock = threading.Lock()
+
+    def completions(h, body):
+        with lock:
+            state["asked"].append(body["prompt"])
+            alive = state["alive"] > 0
+            state["alive"] -= 1
+        if not alive:
+            send_json(h, 503, {"error": {"message": "the model process died"}})
+            return
+        send_sse_head(h)  # two tokens, then the end of the text (the server's EOS)
+        h.wfile.write(completion_chunk([" 4"]).encode() + completion_chunk(["."]).encode()
+                      + b"data: [DONE]\n\n")
+
+    handlers = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),
+                "POST /v1/completions": completions}
+    out = tmp_path / "run"
+    with scripted_server(handlers) as (url, _):
+        args = [str(SCRIPT), "eval", "--task", "gsm8k", "--data", str(data), "--methods", "base",
+                "--base", f"{url}#m", "--out", str(out), "--no-plots", "--max-tokens", "8"]
+        died = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert died.returncode == 1 and "Traceback" not in died.stderr
+        last = died.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "503" in last and \
+            f"2 of 4 answers are saved in {out / 'records.jsonl'}" in last, died.stderr
+        records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+        assert [r["question"] for r in records] == QUESTIONS[:2]
+        assert all(r["text"] == " 4." for r in records)
+        with lock:  # the server is back
+            state["alive"] = 10**6
+            asked_before = len(state["asked"])
+        resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+    again = state["asked"][asked_before:]
+    assert len(again) == 2 and all(q in p for q, p in zip(QUESTIONS[2:], again, strict=True))
+    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["question"] for r in records) == sorted(QUESTIONS)
+    assert (out / "summary.csv").exists()
