@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .engines.remote import RemoteModel
-from .paper import PAPER_SYSTEM, PaperDecision
-from .paper_steps import PaperSetup, paper_step, servers_setup
+from .paper import PAPER_BASE_TOP_P, PAPER_SYSTEM, PaperDecision
+from .paper_steps import PaperSetup, ask, paper_step, servers_setup
 from .prompts import QA_FORMAT, Conversation
 from .settings import GenerationSettings
 
@@ -110,6 +110,20 @@ def setup_for(recording: Recording, question: int, base: RemoteModel, guide: Rem
     return servers_setup(base, guide, conv, settings)
 
 
+def prime(recording: Recording, q: int, base: RemoteModel, guide: RemoteModel) -> None:
+    """Send each server the last prompt it got for question ``q`` in the recording. A
+    llama-cpp-python server keeps its last prompt's KV cache and evaluates only what a new prompt
+    adds, and batch shapes move logits (spec §3): this gives the next question the recorded state."""
+    setup = setup_for(recording, q, base, guide)
+    steps = recording.steps_of(q)
+    crashed = recording.answers[q].get("crash") is not None  # its last, failed step is not recorded
+    final = recording.answers[q]["answer"]
+    ask(base, setup.base_prefix + (final if crashed else steps[-1]["y"]), top_p=PAPER_BASE_TOP_P)
+    guided = [s["y"] for s in steps if s["intervened"]] + ([final] if crashed else [])
+    if guided:
+        ask(guide, setup.guide_prefix + guided[-1])
+
+
 def replay(recording: Recording, base: RemoteModel, guide: RemoteModel,
            questions: Iterable[int] | None = None,
            decide: Callable[[PaperSetup, int, str], PaperDecision] | None = None) -> Iterator[StepCheck]:
@@ -117,6 +131,8 @@ def replay(recording: Recording, base: RemoteModel, guide: RemoteModel,
     the recorded answer text; ``decide(setup, q, y)`` may serve decisions from a cache."""
     for q in range(len(recording.answers)) if questions is None else questions:
         setup = setup_for(recording, q, base, guide)
+        if q > 0:
+            prime(recording, q - 1, base, guide)
         for rec in recording.steps_of(q):
             ours = decide(setup, q, rec["y"]) if decide else paper_step(setup, rec["y"])[0]
             yield check_step(rec, ours)
