@@ -4,7 +4,6 @@ when it becomes the base's next run."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Generator, Iterator
 
@@ -14,7 +13,7 @@ from ..settings import NUDGE_TOKENS
 from ..steps import Step
 from .guide_side import guide_view
 from .nudge_words import NudgeSteps, accept_words, split_words
-from .remote_steps import BaseRuns, base_ended, base_step
+from .remote_steps import BaseRuns, base_step
 
 
 def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
@@ -31,28 +30,14 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
     index = 0
     pending: Generator[Position, None, None] | None = None  # a check's stream, read on
     while index < s.max_tokens:
-        asked, got = runs.asked(index), 0
-        unsure: Position | None = None
-        t0 = time.perf_counter()
-        with contextlib.closing(pending or runs.stream(b"", index)) as chunk:
-            pending = None
-            for position in chunk:
-                got += 1
-                t_base = time.perf_counter() - t0
-                if position.top1_prob < s.gamma:
-                    unsure = position
-                    break
-                yield base_step(gen, position, index, t_base)
-                index += 1
-                if gen.stop_reason is not None or index >= s.max_tokens:
-                    return
-                t0 = time.perf_counter()
+        chunk, pending = pending or runs.stream(b"", index), None
+        end = yield from runs.read(chunk, index, lambda position, _: position.top1_prob < s.gamma)
+        index = end.index
+        if end.over:
+            return
+        unsure, t_base = end.unsure, end.t_base
         if unsure is None:
-            if runs.base.ended_early(got, asked):
-                base_ended(gen)
-                return
             continue
-        t_base = time.perf_counter() - t0
         t2 = time.perf_counter()
         draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
         words = split_words(b"".join(piece for _, piece in draft))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +50,41 @@ class BaseRuns:
         return self.base.stream(self.prompt + _text(self.gen.output.y + extra),
                                 max_tokens=self.asked(index), logprobs=self.logprobs)
 
+    def read(self, chunk: Generator[Position, None, None], index: int,
+             is_unsure: Callable[[Position, int], bool]) -> Generator[Step, None, RunEnd]:
+        """Accept ``chunk``'s positions from step ``index`` on as base steps, up to the first one
+        ``is_unsure`` (the stream is closed there: nothing more is read from that request)."""
+        gen = self.gen
+        asked, got = self.asked(index), 0
+        unsure: Position | None = None
+        t0 = time.perf_counter()
+        with contextlib.closing(chunk) as positions:
+            for position in positions:
+                got += 1
+                if is_unsure(position, index):
+                    unsure = position
+                    break
+                yield base_step(gen, position, index, time.perf_counter() - t0)
+                index += 1
+                if gen.stop_reason is not None or index >= gen.settings.max_tokens:
+                    return RunEnd(index, None, 0.0, over=True)
+                t0 = time.perf_counter()
+        if unsure is None and self.base.ended_early(got, asked):  # the server ended the text
+            base_ended(gen)
+            return RunEnd(index, None, 0.0, over=True)
+        return RunEnd(index, unsure, time.perf_counter() - t0, over=False)
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """Where a confident run stopped: the next step's index, the base's unsure position there (None:
+    the chunk was used up), the base's time for it, and whether the answer is over."""
+
+    index: int
+    unsure: Position | None
+    t_base: float
+    over: bool
+
 
 def base_step(gen: Decoding, position: Position, index: int, t_base: float) -> Step:
     piece = position.text.encode()
@@ -69,32 +105,22 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
     guide = guide_view(gen) if s.method != "base" else None
     runs = BaseRuns(gen, TOP if guide is not None else 1)
     interventions = 0
+
+    def is_unsure(position: Position, index: int) -> bool:
+        capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
+        return guide is not None and position.top1_prob < s.gamma and not capped
+
     index = 0
     while index < s.max_tokens:
-        asked, got = runs.asked(index), 0
-        unsure: Position | None = None
-        t0 = time.perf_counter()
-        with contextlib.closing(runs.stream(b"", index)) as chunk:
-            for position in chunk:
-                got += 1
-                t_base = time.perf_counter() - t0
-                capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
-                if guide is not None and position.top1_prob < s.gamma and not capped:
-                    unsure = position
-                    break  # closes the stream: nothing more is read from this request
-                yield base_step(gen, position, index, t_base)
-                index += 1
-                if gen.stop_reason is not None or index >= s.max_tokens:
-                    return
-                t0 = time.perf_counter()
-        if unsure is None:
-            if runs.base.ended_early(got, asked):  # the server ended the text (its EOS)
-                base_ended(gen)
-                return
+        end = yield from runs.read(runs.stream(b"", index), index, is_unsure)
+        index = end.index
+        if end.over:
+            return
+        if end.unsure is None:
             continue
         assert guide is not None
         interventions += 1
-        yield _blend_step(gen, unsure, guide, index, time.perf_counter() - t0)
+        yield _blend_step(gen, end.unsure, guide, index, end.t_base)
         index += 1
         if gen.stop_reason is not None:
             return
