@@ -19,6 +19,25 @@ def path_error(option: str, path: str | Path, exc: OSError, action: str = "write
     return BlendinError(f"{option}: cannot {action} {path}: {exc.strerror or exc}")
 
 
+class UnsafePathError(BlendinError):
+    """A file name taken from data (a chat id, a Hub listing) that would lead out of its folder."""
+
+
+def path_inside(folder: str | Path, name: str, what: str) -> Path:
+    """``folder / name`` for a ``name`` taken from data, refused unless it stays inside ``folder``:
+    ``..``, an absolute name, or a symlinked folder leading out are one line naming ``what``. The
+    one check for every path built from data, done before anything is written.
+
+    The folders on the way are resolved, the last name is not: a write replaces that entry (a
+    temp file renamed over it), even when it is a symlink (the Hub cache's snapshot files are)."""
+    folder = Path(folder)
+    path = folder / name
+    root, target = folder.resolve(), path.parent.resolve() / path.name
+    if path.name in ("", ".", "..") or target == root or not target.is_relative_to(root):
+        raise UnsafePathError(f"{what} {name!r} would lead out of {folder}: refused")
+    return path
+
+
 def _is_special(path: Path) -> bool:
     """An existing non-regular file (``/dev/full``, ``/dev/stdout``, a FIFO): written directly,
     since it cannot be replaced by a rename."""

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from blendin_local.errors import BlendinError
-from blendin_local.fileio import replace_atomically, streaming_output, write_text_atomically
+from blendin_local.fileio import (
+    UnsafePathError,
+    path_inside,
+    replace_atomically,
+    streaming_output,
+    write_text_atomically,
+)
 
 
 def names(d: Path) -> list[str]:
@@ -68,3 +74,23 @@ def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path: Path
     with pytest.raises(BlendinError, match="--figure: cannot write .*fig.png: No space left"):
         replace_atomically(path, broken, "--figure")
     assert path.read_bytes() == b"old" and names(tmp_path) == ["fig.png"]
+
+
+# --- paths built from data (issue 16, item 1) ----------------------------------------------------
+@pytest.mark.parametrize("name", ["x.json", "sub/x.json", "a/../x.json", "..x.json", "link.json"])
+def test_path_inside_keeps_a_name_within_its_folder(name: str, tmp_path: Path) -> None:
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    (folder / "link.json").symlink_to(tmp_path / "elsewhere.json")  # a write replaces the link
+    assert path_inside(folder, name, "chat id") == folder / name
+
+
+@pytest.mark.parametrize("name", ["../victim.json", "a/../../victim.json", "/etc/passwd", "", ".",
+                                  "..", "x/..", "link/x.json", "link/../../victim.json"])
+def test_path_inside_refuses_a_name_leading_out(name: str, tmp_path: Path) -> None:
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    (folder / "link").symlink_to(tmp_path)  # a symlink inside that leads out
+    with pytest.raises(UnsafePathError) as err:
+        path_inside(folder, name, "chat id")
+    assert str(err.value) == f"chat id {name!r} would lead out of {folder}: refused"

@@ -26,7 +26,8 @@ def now() -> str:
 
 
 def new_chat_id() -> str:
-    """Sortable by creation time, unique enough for one user's chats."""
+    """Sortable by creation time, unique enough for one user's chats; a saved chat's id is checked
+    against this form (``chat_schema.CHAT_ID``)."""
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 

@@ -7,6 +7,7 @@ Step fields are checked against the ``Step`` dataclass's own type hints, so a ne
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -71,8 +72,13 @@ SUMMARY: dict[str, Check] = {
     "mean_overlap100": opt(NUM), "by_provenance": OBJECT, "seconds": NUM, "prefill_s": NUM,
     "tokens_per_s": NUM, "time_split_s": OBJECT, "warnings": STRINGS,
 }
+# The form tui.chat.new_chat_id gives: the id names the file a chat is saved to, so a saved chat
+# with any other id (``../victim``, an absolute path) is refused where it is read.
+CHAT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
+ID: Check = ("a chat id like 20261130-104512-3fa9",
+             lambda v: isinstance(v, str) and CHAT_ID.fullmatch(v) is not None)
 CHAT: dict[str, Check] = {
-    "id": STR, "title": STR, "system": STR, "created": STR, "updated": STR,
+    "id": ID, "title": STR, "system": STR, "created": STR, "updated": STR,
     "settings": opt(OBJECT), "models": ("an object of strings", lambda v: isinstance(v, dict)
                                         and all(isinstance(x, str) for x in v.values())),
     "turns": ("a list", lambda v: isinstance(v, list)),

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import platformdirs
 
-from blendin_local.fileio import write_text_atomically
+from blendin_local.errors import BlendinError
+from blendin_local.fileio import path_inside, write_text_atomically
 
 from .chat import Chat, ChatFormatError, now
 
 CHATS_ENV = "BLENDIN_CHATS_DIR"
 
 
-class ChatFileError(Exception):
+class ChatFileError(BlendinError):
     """A chat that cannot be read; the message says which file and why."""
 
 
@@ -45,7 +46,11 @@ class ChatStore:
         self.directory = directory or default_chats_dir()
 
     def path_for(self, chat_id: str) -> Path:
-        return self.directory / f"{chat_id}.json"
+        """The file of ``chat_id``, checked to stay in the chats folder (an id is read from data)."""
+        try:
+            return path_inside(self.directory, f"{chat_id}.json", "chat id")
+        except BlendinError as exc:
+            raise ChatFileError(str(exc)) from None
 
     def save(self, chat: Chat) -> Path:
         """Write ``chat`` (temp file + rename: a crash never leaves half a chat); raises

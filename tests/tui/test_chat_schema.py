@@ -21,7 +21,7 @@ SIZE = (120, 36)
 def saved_chat(tmp_path: Path) -> dict[str, Any]:
     """A real chat written by the app (two turns, the reply with its steps)."""
     store = ChatStore(tmp_path / "made")
-    chat = Chat(id="c1", turns=[Turn("user", "Hi?")])
+    chat = Chat(id="20260101-120000-0c01", turns=[Turn("user", "Hi?")])
     chat.settings = {"method": "blendin", "gamma": 0.4, "alpha": "auto", "seed": None}
     from blendin_local.generate import generate
     from blendin_local.settings import GenerationSettings
@@ -59,6 +59,11 @@ DAMAGES = [
     ("settings", 3, "chat.settings must be an object or null, got 3"),
     ("models", {"base": 1}, "chat.models must be an object of strings"),
     ("turns", {}, "chat.turns must be a list"),
+    # The id names the file the chat is saved to (issue 16, item 1).
+    ("id", "../victim", "chat.id must be a chat id like 20261130-104512-3fa9, got '../victim'"),
+    ("id", "/tmp/victim", "chat.id must be a chat id like"),
+    ("id", "20260101-120000-0c01/../../x", "chat.id must be a chat id like"),
+    ("id", 7, "chat.id must be a chat id like"),
 ]
 
 
@@ -95,3 +100,38 @@ async def test_resume_shows_the_notice_and_keeps_the_file(where: str, value: Any
         await ask(pilot, "Still there?")  # the app is usable
         assert len(app.chat_screen.chat.turns) == 2
     assert path.read_text() == text
+
+
+async def test_a_chat_whose_id_leads_out_is_never_saved_there(tmp_path: Path,
+                                                               chats_dir: Path) -> None:
+    """Issue 16, item 1: autosave used to write ``<chats>/../victim.json``."""
+    chats_dir.mkdir(parents=True)
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious\n")
+    evil = chats_dir / "evil.json"
+    evil.write_text(json.dumps(damage(saved_chat(tmp_path), "id", "../victim")))
+    app = ChatApp(export_dir=tmp_path, pair=fake_pair(), resume="evil")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        notices = [str(n.message) for n in app._notifications]
+        assert any("chat.id must be a chat id" in n for n in notices), notices
+        await ask(pilot, "Still there?")  # autosaves a new chat, under its own id
+        chat_id = app.chat_screen.chat.id
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in chats_dir.iterdir()) == sorted(["evil.json", f"{chat_id}.json"])
+
+
+async def test_export_never_writes_outside_its_folder(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    (export / "chat-x").mkdir(parents=True)
+    victim = tmp_path / "victim.md"
+    victim.write_text("precious\n")
+    app = ChatApp(export_dir=export, pair=fake_pair())
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, "Hi?")
+        app.chat_screen.chat.id = "x/../../victim"  # only code can make such a chat now
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        notices = [str(n.message) for n in app._notifications]
+        assert any("would lead out of" in n for n in notices), notices
+    assert victim.read_text() == "precious\n"

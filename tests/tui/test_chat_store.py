@@ -11,7 +11,16 @@ from tui_fakes import REPLY_BLEND, fake_pair
 
 from blendin_local.generate import generate
 from blendin_local.settings import GenerationSettings
-from tui.chat import Chat, ChatFormatError, Turn, step_from_json, step_to_json, to_markdown
+from tui.chat import (
+    Chat,
+    ChatFormatError,
+    Turn,
+    new_chat_id,
+    step_from_json,
+    step_to_json,
+    to_markdown,
+)
+from tui.chat_schema import CHAT_ID
 from tui.store import ChatFileError, ChatStore, default_chats_dir
 
 
@@ -69,7 +78,8 @@ def test_store_save_load_list(tmp_path: Path) -> None:
     [
         ("{", "is not valid JSON"),
         ("[1, 2]", "not a blendin-local chat"),
-        ('{"version": 1, "id": "x", "turns": [{"role": "robot", "content": ""}]}', "damaged"),
+        ('{"version": 1, "id": "20260101-120000-0c01", "turns": [{"role": "robot", "content": ""}]}',
+         "turns\\[0\\].role must be"),
     ],
 )
 def test_unreadable_chats_raise_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
@@ -83,6 +93,27 @@ def test_missing_chat(tmp_path: Path) -> None:
         ChatStore(tmp_path).load("nope")
     with pytest.raises(ChatFileError, match="no saved chats"):
         ChatStore(tmp_path).resolve("last")
+
+
+def test_new_ids_have_the_form_checked_on_load() -> None:
+    assert CHAT_ID.fullmatch(new_chat_id())
+
+
+@pytest.mark.parametrize("chat_id", ["../victim", "/tmp/victim", "a/../../victim"])
+def test_store_never_writes_outside_its_folder(chat_id: str, tmp_path: Path) -> None:
+    """Issue 16, item 1: the id names the file; one that leads out is refused before any write."""
+    folder = tmp_path / "chats"
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious\n")
+    store = ChatStore(folder)
+    chat = answered_chat()
+    chat.id = chat_id
+    with pytest.raises(ChatFileError, match="would lead out of"):
+        store.save(chat)
+    with pytest.raises(ChatFileError, match="would lead out of"):
+        store.delete(chat_id)
+    assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["chats", "victim.json"]
 
 
 def test_chats_dir_from_environment(chats_dir: Path) -> None:

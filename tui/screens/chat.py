@@ -17,7 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, LoadingIndicator, Stat
 from textual.worker import get_current_worker
 
 from blendin_local.errors import BlendinError
-from blendin_local.fileio import write_text_atomically
+from blendin_local.fileio import path_inside, write_text_atomically
 from blendin_local.generate import Generation
 from blendin_local.steps import Step
 
@@ -373,9 +373,8 @@ class ChatScreen(Screen[None]):
         side.display = not side.display
 
     def action_export(self) -> None:
-        app = self.chat_app
-        path = app.export_dir / f"chat-{self.chat.id}.md"
         try:
+            path = path_inside(self.chat_app.export_dir, f"chat-{self.chat.id}.md", "chat id")
             write_text_atomically(path, to_markdown(self.chat), "export")
         except BlendinError as exc:
             self.notify(str(exc), severity="error")
@@ -391,12 +390,12 @@ class ChatScreen(Screen[None]):
 
     def save(self, chat: Chat | None = None) -> None:
         chat = chat or self.chat
-        if not chat.turns:  # e.g. its only message was taken back
-            self.chat_app.store.delete(chat.id)
-            return
         chat.settings = self.chat_app.chat_settings.generation.to_dict()
         chat.models = self.chat_app.models
         try:
-            self.chat_app.store.save(chat)
+            if chat.turns:
+                self.chat_app.store.save(chat)
+            else:  # e.g. its only message was taken back
+                self.chat_app.store.delete(chat.id)
         except (OSError, BlendinError) as exc:
             self.notify(f"Autosave failed: {exc}", severity="error")
