@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ModelFileError, UsageError
+from .fileio import path_inside
 
 PREFIX = "hf:"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -63,7 +64,17 @@ def parse_ref(spec: str) -> HubRef:
     if m is None:
         raise UsageError(f"bad Hub reference {spec!r}: expected hf:OWNER/REPO/FILE.gguf or "
                          "hf:OWNER/REPO:QUANT (OWNER/REPO@REVISION for a branch, tag or commit)")
+    if m["file"] is not None and not is_repo_path(m["file"]):
+        raise UsageError(f"bad Hub reference {spec!r}: the file must be a path inside the repository "
+                         "(no '.' or '..' parts, no leading or doubled '/')")
     return HubRef(repo_id=m["repo"], filename=m["file"], quant=m["quant"], revision=m["rev"] or "main")
+
+
+def is_repo_path(name: str) -> bool:
+    """A file path inside a repository, as the Hub lists them: ``dir/file.gguf``, never ``../x``,
+    ``/x``, ``a//b`` or ``./x`` (the cache folder is built from it)."""
+    parts = name.split("/")
+    return "\\" not in name and all(part not in ("", ".", "..") for part in parts)
 
 
 def endpoint() -> str:
@@ -106,8 +117,13 @@ def _pick(names: list[str], ref: HubRef) -> str:
                          f"name one, e.g. hf:{ref.repo_id}/{whole[0]}")
 
 
+def _storage(ref: HubRef) -> Path:
+    """huggingface_hub's cache folder of one repository."""
+    return hub_cache() / ("models--" + ref.repo_id.replace("/", "--"))
+
+
 def _snapshot_dir(ref: HubRef) -> Path | None:
-    storage = hub_cache() / ("models--" + ref.repo_id.replace("/", "--"))
+    storage = _storage(ref)
     commit = ref.revision
     if not _HEX40.fullmatch(commit):
         ref_file = storage / "refs" / ref.revision
@@ -243,6 +259,46 @@ def _hub_errors(ref: HubRef, filename: Callable[[], str | None]) -> Iterator[Non
         raise ModelFileError(f"cannot write the Hub cache {hub_cache()}: {exc.strerror}{where}") from None
 
 
+# --- what the Hub answers ---------------------------------------------------------------------------
+def _list_files(ref: HubRef) -> list[str]:
+    """The repository's file paths; a listing that is not JSON, or not a list of files, is one
+    ModelFileError line (the Hub's HTTP errors pass on to :func:`_hub_errors`)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub import errors as hf
+
+    try:
+        names = HfApi(endpoint=endpoint()).list_repo_files(ref.repo_id, revision=ref.revision)
+    except (hf.HfHubHTTPError, hf.HFValidationError):
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelFileError(f"the Hub at {endpoint()} sent a malformed file list for {ref.repo_id} "
+                             f"({type(exc).__name__}: {_first_line(exc)})") from None
+    if not all(isinstance(n, str) for n in names):
+        raise ModelFileError(f"the Hub at {endpoint()} sent a malformed file list for {ref.repo_id}")
+    return names
+
+
+def _pick_listed(names: list[str], ref: HubRef) -> str:
+    """:func:`_pick` on a listing from the Hub, whose chosen name must be a path inside the
+    repository (the cache path is built from it)."""
+    name = _pick(names, ref)
+    if not is_repo_path(name):
+        raise ModelFileError(f"the Hub at {endpoint()} lists {name!r} in {ref.repo_id}: a file name "
+                             "leading out of the repository is refused")
+    return name
+
+
+def _check_cache_paths(ref: HubRef, name: str, commit: str | None, etag: str | None) -> None:
+    """huggingface_hub files a download under ``snapshots/<commit>/<name>`` and ``blobs/<etag>``,
+    all three taken from the Hub's answers: each must stay in the repository's cache folder."""
+    if not commit or not etag:
+        raise ModelFileError(f"the Hub at {endpoint()} sent no {'commit id' if not commit else 'etag'} "
+                             f"for {ref.repo_id}/{name}")
+    storage = _storage(ref)
+    path_inside(storage / "snapshots", f"{commit}/{name}", f"the Hub's commit id and file name for {ref}:")
+    path_inside(storage / "blobs", etag, f"the Hub's etag for {ref}:")
+
+
 # --- fetch -------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _progress(show: bool) -> Iterator[None]:
@@ -311,15 +367,13 @@ def fetch(spec: str | HubRef, *, sha256: str | None = None, force: bool = False,
                                      f"`blendin-local models fetch --force {ref}` downloads it again")
             return cached
         if ref.filename is None:
-            from huggingface_hub import HfApi
-
-            names = HfApi(endpoint=endpoint()).list_repo_files(ref.repo_id, revision=ref.revision)
-            chosen.append(_pick(names, ref))
+            chosen.append(_pick_listed(_list_files(ref), ref))
             log(f"{ref} → {chosen[0]}")
         name = chosen[0] if chosen else ref.filename
         assert name is not None
         url = hf_hub_url(ref.repo_id, name, revision=ref.revision, endpoint=endpoint())
         meta = get_hf_file_metadata(url, endpoint=endpoint())
+        _check_cache_paths(ref, name, meta.commit_hash, meta.etag)
         if meta.size:
             _check_space(meta.size, hub_cache(), f"{ref.repo_id}/{name}")
             log(f"downloading {ref.repo_id}/{name} ({meta.size / 1e6:.0f} MB) from {endpoint()}")

@@ -4,8 +4,9 @@ calls to download a file (``HEAD``/``GET /{repo}/resolve/{rev}/{file}`` with ``X
 (``GET /api/models/{repo}/tree/{rev}``). Errors carry the Hub's ``X-Error-Code`` header.
 
 No ``X-Xet-Hash`` header is ever sent, so huggingface_hub takes its plain HTTP path (never Xet).
-Faults to inject: a wrong advertised sha256, an advertised size, and per-file plans that cut GET
-bodies short (``drops``: bytes to send before closing; ``0`` closes without any response).
+Faults to inject: a wrong advertised sha256 (which is also the ETag: any string), an advertised size,
+per-file plans that cut GET bodies short (``drops``: bytes to send before closing; ``0`` closes
+without any response), and a repository listing replaced by any body (``tree_body``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, Served]] = {}
         self.requests: list[Request] = []
+        self.tree_body: bytes | None = None  # sent as the listing of every repository when set
         self._lock = threading.Lock()
         hub = self
 
@@ -114,7 +116,7 @@ class FakeHub:
         listing = [{"type": "file", "path": name, "size": len(s.data), "oid": "0" * 40,
                     "lfs": {"oid": s.sha256, "size": len(s.data), "pointerSize": 134}}
                    for name, s in files.items()]
-        payload = json.dumps(listing).encode()
+        payload = json.dumps(listing).encode() if self.tree_body is None else self.tree_body
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(payload)))

@@ -76,6 +76,9 @@ def broken(mutate) -> dict:
     (lambda d: d["pairs"]["gemma2-9b+2b"].update(base="gemma2-27b"), "names unknown base 'gemma2-27b'"),
     (lambda d: d["models"]["qwen2.5-7b"].update(hf="hf:o/r:Q4_K_M"), "must name a file"),
     (lambda d: d["models"]["qwen2.5-7b"].update(hf="hf:nope"), "bad Hub reference"),
+    # a file name leading out of its folder (issue 16, item 1)
+    (lambda d: d["models"]["gemma3-270m"].update(file="../victim.gguf"), "at models/gemma3-270m"),
+    (lambda d: d["models"]["qwen2.5-7b"].update(hf="hf:o/r/../../m.gguf"), "bad Hub reference"),
 ])
 def test_a_malformed_catalog_is_one_line(tmp_path, monkeypatch, mutate, needle):
     path = write_catalog(tmp_path / "catalog.json", broken(mutate))

@@ -78,7 +78,10 @@ def test_parse_ref(spec, expected):
 
 
 @pytest.mark.parametrize("spec", ["hf:", "hf:o", "hf:o/r", "hf:o/r/", "hf:o/r/model.bin", "hf:o/r:",
-                                  "hf:/r/m.gguf", "hf:o/r:Q4 K", "hf:o/r/../m.gguf:Q4"])
+                                  "hf:/r/m.gguf", "hf:o/r:Q4 K", "hf:o/r/../m.gguf:Q4",
+                                  # a file path leading out of the repository (issue 16, item 1)
+                                  "hf:o/r/../m.gguf", "hf:o/r/a/../../m.gguf", "hf:o/r//etc/m.gguf",
+                                  "hf:o/r/./m.gguf", "hf:o/r/a\\..\\m.gguf"])
 def test_parse_ref_rejects(spec):
     with pytest.raises(UsageError, match="bad Hub reference"):
         hub.parse_ref(spec)
@@ -254,3 +257,38 @@ def test_naming_an_unfetched_model_never_downloads(fake_hub, tiny_bytes):
     proc = run_cli("generate", "--base", REF, "--max-tokens", "4", "Hello")
     assert_one_line_error(proc, f"model {REF} is not fetched yet: run `blendin-local models fetch {REF}`")
     assert fake_hub.requests == []
+
+
+# --- what a Hub answers is checked before anything is written (issue 16, items 1 and 4) ---------------
+@pytest.mark.parametrize("body, needle", [
+    (b"{not json", "JSONDecodeError"),
+    (b'"a string"', "sent a malformed file list for"),
+    (b'["a.Q4_K_M.gguf"]', "sent a malformed file list for"),
+    (b'[{"type": "file"}]', "sent a malformed file list for"),
+    (b'{"path": "x"}', "sent a malformed file list for"),
+])
+def test_a_malformed_repository_listing_is_one_line(body, needle, fake_hub, hub_cache, tiny_bytes):
+    fake_hub.add(REPO, FILE, tiny_bytes[0])
+    fake_hub.tree_body = body
+    proc = run_cli("models", "fetch", f"hf:{REPO}:Q4_K_M")
+    assert_one_line_error(proc, f"the Hub at {fake_hub.url}", needle)
+    assert leftovers(hub_cache) == []
+
+
+def test_a_listed_name_leading_out_of_the_repository_is_refused(fake_hub, hub_cache, tiny_bytes):
+    fake_hub.add(REPO, "../../../evil.Q4_K_M.gguf", tiny_bytes[0])
+    proc = run_cli("models", "fetch", f"hf:{REPO}:Q4_K_M")
+    assert_one_line_error(proc, "lists '../../../evil.Q4_K_M.gguf'", "leading out of the repository")
+    assert [r.method for r in fake_hub.requests] == ["GET"]  # the listing only
+    assert not hub_cache.exists() or leftovers(hub_cache) == []
+
+
+def test_an_etag_leading_out_of_the_cache_is_refused(fake_hub, hub_cache, tiny_bytes, tmp_path):
+    """huggingface_hub names the blob after the Hub's ETag, unchecked: ``../../../victim`` wrote
+    beside the cache."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    fake_hub.add(REPO, FILE, tiny_bytes[0], advertised_sha256="../../../victim")
+    assert_one_line_error(run_cli("models", "fetch", REF), "the Hub's etag for", "would lead out of")
+    assert victim.read_text() == "precious\n"
+    assert fake_hub.gets(FILE) == [] and leftovers(hub_cache) == []
