@@ -10,6 +10,7 @@ import click
 
 from . import commands
 from .errors import BlendinError, UsageError
+from .std_streams import guard_std_streams
 
 EXIT_INTERRUPTED = 130
 
@@ -46,6 +47,7 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     """Entry point: user errors are one line and a non-zero exit, never a traceback."""
+    guard_std_streams()
     try:
         cli.main(standalone_mode=False)
         sys.stdout.flush()  # a full disk under stdout shows here, not as noise at exit

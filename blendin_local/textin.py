@@ -41,4 +41,8 @@ def read_text_file(path: str | Path, where: str | None = None) -> str:
 
 def read_stdin(where: str = "the text read from stdin") -> str:
     """All of standard input, decoded as UTF-8."""
-    return decode_text(sys.stdin.buffer.read(), where)
+    try:
+        data = sys.stdin.buffer.read()
+    except OSError as exc:  # closed (std_streams.ClosedStream) or unreadable
+        raise UsageError(f"cannot read {where}: {exc.strerror or exc}") from None
+    return decode_text(data, where)

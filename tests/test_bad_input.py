@@ -5,10 +5,11 @@ the real models, so the whole battery runs in seconds."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from cli_run import assert_ends_with_error, assert_one_line_error, run_cli
+from cli_run import SCRIPT, assert_ends_with_error, assert_one_line_error, run_cli
 
 BAD = b"\xff\xfe hello"
 
@@ -205,3 +206,62 @@ def test_anti_expert_without_proxy_and_too_many_threads(tiny, tiny_gguf):
 
 def test_no_warning_for_ordinary_options(tiny):
     assert warnings_of(run_cli("generate", *tiny, "--threads", "1", "hi")) == []
+
+
+# --- issue 16: closed standard streams, a bad server URL ---------------------------------------------
+def run_with_closed(redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``blendin-local ARGS`` started with a stream closed by the shell (``>&-``, ``2>&-``, ``<&-``)."""
+    proc = subprocess.run(["sh", "-c", f'exec "$0" "$@" {redirect}', str(SCRIPT), *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"),
+                                       proc.stderr.decode(errors="replace"))
+
+
+@pytest.mark.parametrize("redirect, args, needle", [
+    (">&-", ["generate", "hi"], "error: cannot write the output: stdout is closed"),
+    (">&-", ["generate", "--json", "hi"], "error: cannot write the output: stdout is closed"),
+    (">&-", ["models", "list"], "error: cannot write the output: stdout is closed"),
+    ("<&-", ["generate", "-"], "error: cannot read the prompt (stdin): stdin is closed"),
+])
+def test_a_closed_standard_stream_is_one_line(redirect, args, needle, tiny):
+    proc = run_with_closed(redirect, *args[:-1], *(tiny if args[0] == "generate" else []), args[-1])
+    assert_one_line_error(proc, needle)
+
+
+def test_closed_stdout_leaves_the_trace_file_alone(tiny, tmp_path):
+    trace = tmp_path / "mine.jsonl"
+    trace.write_text("my precious lines\n")
+    proc = run_with_closed(">&-", "generate", *tiny, "--trace", str(trace), "hi")
+    assert_one_line_error(proc, "stdout is closed")
+    assert trace.read_text() == "my precious lines\n"
+    no_temp_files(tmp_path, "mine.jsonl")
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", "2>&- <&-"])
+def test_closed_stderr_keeps_llama_logs_out_of_the_answer(redirect, tiny):
+    """With descriptor 2 closed, llama.cpp's log lines (printed to a missing sys.stderr) landed on
+    stdout, inside the answer."""
+    expected = run_cli("generate", *tiny, "hi")
+    assert expected.returncode == 0, expected.stderr
+    proc = run_with_closed(redirect, "generate", *tiny, "hi")
+    assert proc.returncode == 0
+    assert proc.stdout == expected.stdout
+
+
+@pytest.mark.integration
+def test_closed_stderr_keeps_gemma_logs_out_of_the_answer():
+    args = ("generate", "--method", "base", "--no-chat", "--max-tokens", "8", "1, 2, 3,")
+    expected = run_cli(*args)
+    assert expected.returncode == 0, expected.stderr
+    proc = run_with_closed("2>&-", *args)
+    assert proc.returncode == 0
+    assert proc.stdout == expected.stdout  # not "llama_kv_cache_iswa: using full-size SWA cache"
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("http://127.0.0.1:notaport/v1#base", "is not a valid URL"),
+    ("http://127.0.0.1:99999/v1#base", "is not a valid URL"),
+    ("http://[::1/v1#base", "is not a valid URL"),
+])
+def test_a_malformed_server_url_is_one_line(url, needle):
+    assert_one_line_error(run_cli("generate", "--base", url, "hi"), f"--base: {url!r}", needle)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -38,6 +38,18 @@ class RequestRefused(RemoteError):
     server refuses ``echo``): a caller may fall back to another form of the request."""
 
 
+def _split_url(url: str, spec: str, option: str) -> SplitResult:
+    """``urlsplit(url)``, its port and httpx's own parse checked: a URL that either refuses
+    (``:notaport``, ``[::1``) is one UsageError line naming ``option``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise UsageError(f"{option}: {spec!r} is not a valid URL ({exc})") from None
+    return parts
+
+
 @dataclass(frozen=True)
 class RemoteSpec:
     """Where a remote model lives: the API base URL (ending in ``/v1``) and the served model name."""
@@ -54,7 +66,7 @@ class RemoteSpec:
         """``URL#MODEL`` (or ``URL`` plus ``model``) → a spec; one-line errors name ``option``."""
         url, _, fragment = spec.partition("#")
         name = fragment or model
-        parts = urlsplit(url)
+        parts = _split_url(url, spec, option)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"{option}: {spec!r} is not an http(s) URL")
         if not name:
