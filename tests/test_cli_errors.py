@@ -4,8 +4,10 @@ Ctrl-C keeps what was printed and exits 130."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,56 @@ def test_ctrl_c_keeps_the_text_and_exits_130():
     assert "Traceback" not in err_text, report
     assert out.startswith(first.decode()) and out.strip(), report
     assert "stop: interrupted" in err_text, report
+
+
+def wait_for_mapping_change(proc: subprocess.Popen[bytes], name: str, changes: int,
+                            timeout: float = 120) -> None:
+    """Block until whether the child has a file called ``name`` mmapped has changed ``changes``
+    times. A model file is mapped twice: by the GGUF check (1: mapped, 2: unmapped, and llama.cpp
+    starts reading the header) and by llama.cpp for its tensors (3)."""
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + timeout
+    mapped, seen = False, 0
+    while seen < changes:
+        assert time.monotonic() < deadline, f"{name}: {seen} of {changes} mapping changes seen"
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        with contextlib.suppress(OSError):
+            if (name in maps.read_text()) != mapped:
+                mapped, seen = not mapped, seen + 1
+        time.sleep(0.0005)
+
+
+GEMMA, SMOLLM = "gemma-3-270m-q4_k_m.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc/PID/maps")
+@pytest.mark.parametrize("model, changes, delay", [
+    (GEMMA, 2, 0.0), (GEMMA, 2, 0.3), (GEMMA, 2, 0.6), (GEMMA, 3, 0.0), (SMOLLM, 2, 0.0),
+    (SMOLLM, 3, 0.0),
+])
+def test_ctrl_c_while_loading_stops_the_run(model, changes, delay, tmp_path):
+    """Issue 16, item 3: a Ctrl-C while llama.cpp loads a model was raised inside llama-cpp-python's
+    log callback (a ctypes callback) and dropped there: the full answer ran and the exit was 0."""
+    trace = tmp_path / "mine.jsonl"
+    trace.write_text("my precious lines\n")
+    proc = subprocess.Popen(
+        [str(SCRIPT), "generate", "--max-tokens", "64", "--trace", str(trace), "1, 2, 3, 4,"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    )
+    try:
+        wait_for_mapping_change(proc, model, changes)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = f"rc={proc.returncode}\n--- stdout\n{out.decode()}\n--- stderr\n{err.decode()}"
+    assert proc.returncode == 130, report
+    assert "Traceback" not in err.decode() and "interrupted" in err.decode(), report
+    assert out == b"", report  # stopped before any answer
+    assert trace.read_text() == "my precious lines\n"  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.jsonl"]

@@ -11,6 +11,8 @@ import ctypes
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -42,6 +44,50 @@ def _quiet_stderr() -> Iterator[None]:
         finally:
             os.dup2(fd, 2)
             os.close(fd)
+
+
+class LoadInterrupt:
+    """Ctrl-C while llama.cpp loads a model, kept for when the load returns.
+
+    llama.cpp calls back into Python during a load (llama-cpp-python's log callback, for every
+    log line), and a KeyboardInterrupt raised inside a ctypes callback is printed (to the silenced
+    stderr) and dropped: the load went on as if Ctrl-C had never been pressed. So while loading,
+    SIGINT only sets :attr:`pending`; :meth:`keep_loading` (llama.cpp's progress callback) then
+    asks llama.cpp to abandon the load, and :func:`_interrupt_after_load` raises the
+    KeyboardInterrupt once llama.cpp has returned.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def on_sigint(self, signum: int, frame: object) -> None:
+        self.pending = True
+
+    def keep_loading(self, progress: float, user_data: object) -> bool:
+        return not self.pending
+
+
+@contextlib.contextmanager
+def _interrupt_after_load() -> Iterator[LoadInterrupt]:
+    """Hold Ctrl-C during a load and raise it as KeyboardInterrupt after (see
+    :class:`LoadInterrupt`). Only in the main thread, and only where SIGINT has Python's default
+    handler (a background job ignoring it, or a server with its own handler, is left alone)."""
+    interrupt = LoadInterrupt()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield interrupt
+        return
+    signal.signal(signal.SIGINT, interrupt.on_sigint)
+    try:
+        yield interrupt
+    except Exception:
+        if interrupt.pending:  # the load was abandoned because of Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupt.pending:
+        raise KeyboardInterrupt
 
 
 @cache
@@ -140,7 +186,7 @@ def read_metadata(path: Path) -> dict[str, object]:
 
     check_gguf(path)
     try:
-        with _quiet_stderr():
+        with _interrupt_after_load(), _quiet_stderr():
             llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     except (ValueError, RuntimeError, OSError):
         raise ModelFileError(
@@ -185,9 +231,11 @@ class LlamaEngine:
         check_gguf(path)
         if extra_buffers is None:
             extra_buffers = use_extra_buffers()
-        params = {} if extra_buffers else {"use_extra_bufts": False}
+        params: dict[str, object] = {} if extra_buffers else {"use_extra_bufts": False}
         try:
-            with _quiet_stderr(), _model_params(**params):
+            with _interrupt_after_load() as interrupt, _quiet_stderr(), _model_params(
+                    progress_callback=llama_cpp.llama_progress_callback(interrupt.keep_loading),
+                    **params):
                 self._llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
