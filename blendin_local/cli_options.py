@@ -11,7 +11,7 @@ from .errors import BlendinError, UsageError
 from .methods import METHODS, needing
 from .models import default_model, load_pair
 from .pair import ModelPair
-from .params import SEED, TEXT
+from .params import SEED, TEXT, Limited
 from .prompts import TEMPLATES
 from .sampling import SamplingSettings
 from .settings import COMPATS, SUPPORTS, GenerationSettings, parse_alpha
@@ -66,22 +66,22 @@ model_options = _stack(
 decoding_options = _stack(
     click.option("--method", type=click.Choice(list(METHODS)), default="blendin", show_default=True,
                  help="Decoding method."),
-    click.option("--gamma", type=float, default=0.4, show_default=True,
+    click.option("--gamma", type=Limited("gamma"), default=0.4, show_default=True,
                  help="Gate: the guide speaks when the base's top-1 probability < gamma."),
     click.option("--alpha", default="auto", show_default=True,
                  help="Blend weight of the guide: 'auto' or a number in [0, 1]."),
     click.option("--support", type=click.Choice(SUPPORTS), default="full",
                  show_default=True, help="Blend full distributions, or the paper's top-100 strings."),
-    click.option("--cap", type=float, default=None,
+    click.option("--cap", type=Limited("cap"), default=None,
                  help="Intervention cap: after 20 tokens, stop intervening while the rate >= CAP."),
     click.option("--guide-can-stop/--no-guide-can-stop", default=True, show_default=True,
                  help="Let the guide's end-of-turn end the answer through base EOS."),
-    click.option("--max-tokens", type=int, default=256, show_default=True),
-    click.option("--temperature", type=float, default=0.0, show_default=True,
+    click.option("--max-tokens", type=Limited("max_tokens"), default=256, show_default=True),
+    click.option("--temperature", type=Limited("temperature"), default=0.0, show_default=True,
                  help="0 = greedy."),
-    click.option("--top-k", type=int, default=0, show_default=True, help="0 = off."),
-    click.option("--top-p", type=float, default=1.0, show_default=True),
-    click.option("--min-p", type=float, default=0.0, show_default=True),
+    click.option("--top-k", type=Limited("top_k"), default=0, show_default=True, help="0 = off."),
+    click.option("--top-p", type=Limited("top_p"), default=1.0, show_default=True),
+    click.option("--min-p", type=Limited("min_p"), default=0.0, show_default=True),
     click.option("--seed", type=SEED, default=None, help="Seed for sampling (same seed ⇒ same text)."),
     click.option("--stop", type=TEXT, multiple=True, help="Stop string (repeatable)."),
     click.option("--compat", type=click.Choice(COMPATS), default="native", show_default=True,

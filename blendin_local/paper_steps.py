@@ -9,13 +9,14 @@ comparison with the reference's recorded answers.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .engines import is_remote
-from .engines.remote import RemoteError, RemoteModel
+from .engines.remote import HEAD_CHARS, RemoteError, RemoteModel
 from .engines.remote_shapes import parse_positions
 from .errors import UsageError
 from .paper import (
@@ -94,6 +95,9 @@ def ask(model: RemoteModel, prompt: str, *, top_p: float | None = None) -> Paper
         if choice.get("text"):
             raise RemoteError(f"the server at {model.spec.url} returned no logprobs (it must "
                               "support the completions API's logprobs)")
+        if finish is None:  # no token and no reason: not the end of the text, a broken answer
+            raise RemoteError(f"{model.spec.url} answered with no token and no finish_reason: "
+                              f"{json.dumps(data)[:HEAD_CHARS]!r}")
         return PaperReply(token=None, top={}, finish_reason=finish)
     first = positions[0]
     return PaperReply(token=first.text, top=first.top, finish_reason=finish)

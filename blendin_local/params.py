@@ -7,10 +7,8 @@ from typing import Any
 
 import click
 
-from .errors import UsageError
+from .limits import LIMITS, check, parse
 from .textin import check_text
-
-SEED_MAX = 2**32 - 1  # llama.cpp seeds are uint32; NumPy accepts any non-negative int
 
 
 def _name(param: click.Parameter | None) -> str:
@@ -30,25 +28,20 @@ class Utf8Text(click.ParamType):
         return check_text(value, _name(param)) if isinstance(value, str) else value
 
 
-class Seed(click.ParamType):
-    """A sampling seed: an integer in [0, 2**32 - 1], the same in every command."""
+class Limited(click.ParamType):
+    """A number from :data:`limits.LIMITS` (``--seed``, ``--gamma``, ``--max-tokens``…): parsed and
+    checked by the table the library and the server use, so all three say the same thing."""
 
-    name = "integer"
+    def __init__(self, name: str) -> None:
+        self.limit = name
+        self.name = "integer" if LIMITS[name].integer else "float"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        seed: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            seed = value
-        elif isinstance(value, str):
-            try:
-                seed = int(value.strip(), 10)
-            except ValueError:
-                seed = None
-        if seed is None or not 0 <= seed <= SEED_MAX:
-            raise UsageError(f"{_name(param)} must be an integer from 0 to {SEED_MAX}, "
-                             f"got {value!r}")
-        return seed
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            return parse(self.limit, value)
+        check(self.limit, value)
+        return value
 
 
 TEXT = Utf8Text()
-SEED = Seed()
+SEED = Limited("seed")

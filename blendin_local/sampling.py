@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from . import limits
 from .blend import top_k_ids
-from .errors import UsageError
 
 Sampler = Callable[[NDArray[np.floating], np.random.Generator], int]
 
@@ -28,14 +28,10 @@ class SamplingSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not (self.temperature >= 0.0):
-            raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise UsageError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
-        if not (0.0 < self.top_p <= 1.0):
-            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not (0.0 <= self.min_p < 1.0):
-            raise UsageError(f"--min-p must be in [0, 1), got {self.min_p}")
+        for name in ("temperature", "top_k", "top_p", "min_p"):
+            limits.check(name, getattr(self, name))
+        if self.seed is not None:
+            limits.check("seed", self.seed)
 
     @property
     def greedy(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from . import limits
 from .errors import UsageError
 from .sampling import SamplingSettings
 
@@ -21,13 +22,10 @@ def parse_alpha(value: str | float | None) -> float | None:
     """``"auto"``/None → None (auto α); else a float in [0, 1]."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
-    try:
-        alpha = float(value)
-    except ValueError:
-        raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {value!r}")
-    return alpha
+    if isinstance(value, str):
+        return float(limits.parse("alpha", value))
+    limits.check("alpha", value)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -56,18 +54,13 @@ class GenerationSettings:
     compat: str = "native"
 
     def __post_init__(self) -> None:
-        if not self.gamma >= 0.0:  # rejects NaN too; inf = always intervene
-            raise UsageError(f"--gamma must be a number >= 0 (> 1: always intervene), got {self.gamma}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"--alpha must be 'auto' or a number in [0, 1], got {self.alpha}")
+        for name in ("gamma", "max_tokens", "final_top"):
+            limits.check(name, getattr(self, name))
+        for name in ("alpha", "cap"):
+            if getattr(self, name) is not None:
+                limits.check(name, getattr(self, name))
         if self.support not in SUPPORTS:
             raise UsageError(f"--support must be 'full' or 'top100', got {self.support!r}")
-        if self.cap is not None and not 0.0 < self.cap <= 1.0:
-            raise UsageError(f"--cap must be an intervention rate in (0, 1], got {self.cap}")
-        if self.max_tokens < 1:
-            raise UsageError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if not 0 <= self.final_top <= 100:
-            raise UsageError(f"final_top (top logprobs) must be in [0, 100], got {self.final_top}")
         if any(not s for s in self.stop):
             raise UsageError("--stop strings must not be empty")
         if self.compat not in COMPATS:

@@ -40,8 +40,10 @@ def native_server(model: Path, alias: str, *, n_ctx: int = 2048) -> Iterator[str
 Handler = Callable[[BaseHTTPRequestHandler, dict | None], None]
 
 
-def completion_chunk(tokens: list[str], top_k: int = 2, *, logprobs: bool = True) -> str:
-    """One SSE ``data:`` line of a streamed completions answer holding ``tokens``."""
+def completion_chunk(tokens: list[str], top_k: int = 2, *, logprobs: bool = True,
+                     finish: str | None = None) -> str:
+    """One SSE ``data:`` line of a streamed completions answer holding ``tokens``; a real server's
+    last chunk carries its ``finish`` reason (``stop``: the model's end, ``length``: the limit)."""
     lp = {
         "tokens": tokens,
         "token_logprobs": [-0.1] * len(tokens),
@@ -49,7 +51,7 @@ def completion_chunk(tokens: list[str], top_k: int = 2, *, logprobs: bool = True
         "text_offset": list(range(len(tokens))),
     } if logprobs else None
     body = {"id": "x", "object": "text_completion", "model": "m",
-            "choices": [{"text": "".join(tokens), "index": 0, "logprobs": lp, "finish_reason": None}]}
+            "choices": [{"text": "".join(tokens), "index": 0, "logprobs": lp, "finish_reason": finish}]}
     return f"data: {json.dumps(body)}\n\n"
 
 

@@ -69,6 +69,25 @@ def test_largest_seed_runs(tiny):
     assert proc.returncode == 0, proc.stderr
 
 
+# --- issue 16, item 6: the decoding values, checked by the table the library and serve use ------------
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-tokens", "abc", "--max-tokens must be an integer >= 1, got 'abc'"),
+    ("--max-tokens", "0", "--max-tokens must be an integer >= 1, got '0'"),
+    ("--max-tokens", "4.0", "--max-tokens must be an integer >= 1, got '4.0'"),
+    ("--gamma", "nan", "--gamma must be a number >= 0 (> 1: always intervene), got 'nan'"),
+    ("--gamma", "-1", "--gamma must be a number >= 0 (> 1: always intervene), got '-1'"),
+    ("--temperature", "hot", "--temperature must be a number >= 0 (0 = greedy), got 'hot'"),
+    ("--top-k", "1.5", "--top-k must be an integer >= 0 (0 = off), got '1.5'"),
+    ("--top-p", "0", "--top-p must be a number in (0, 1], got '0'"),
+    ("--min-p", "1", "--min-p must be a number in [0, 1), got '1'"),
+    ("--cap", "0", "--cap must be an intervention rate in (0, 1], got '0'"),
+])
+@pytest.mark.parametrize("command", [["generate", "hi"], ["chat"]])
+def test_bad_decoding_values_in_one_line(command, option, value, message, tmp_path):
+    proc = run_cli(*command[:1], option, value, *command[1:], cwd=tmp_path)
+    assert_one_line_error(proc, message)
+
+
 # --- 6: token ids of a trace --------------------------------------------------------------------------
 @pytest.mark.parametrize("token, needle", [
     ("99999999", "token id 99999999 is not in the vocabulary of"),

@@ -31,7 +31,7 @@ def test_eval_keeps_finished_records_when_the_server_dies_and_resumes(tmp_path):
             send_json(h, 503, {"error": {"message": "the model process died"}})
             return
         send_sse_head(h)  # two tokens, then the end of the text (the server's EOS)
-        h.wfile.write(completion_chunk([" 4"]).encode() + completion_chunk(["."]).encode()
+        h.wfile.write(completion_chunk([" 4"]).encode() + completion_chunk(["."], finish="stop").encode()
                       + b"data: [DONE]\n\n")
 
     handlers = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),

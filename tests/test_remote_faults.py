@@ -159,3 +159,103 @@ def test_a_server_rendered_template_is_used_for_the_guide():
     # the server adds BOS itself: the rendered one is dropped
     assert prompts == [f"<|user|>{PROMPT}<|assistant|>"]
     assert seen.count("POST /apply-template") == 2  # the check at start, then this conversation
+
+
+# --- a server that answers garbage (issue 16, item 2): the answer ends only on a finish_reason ----
+def raw(head: bytes, body: bytes):
+    """A completions handler that answers ``body`` after the status line and headers ``head``, then
+    closes the connection (no Content-Length: the body ends where the connection does)."""
+    def answer(h: BaseHTTPRequestHandler, _body: object) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\n" + head + b"Connection: close\r\n\r\n" + body)
+        h.wfile.flush()
+        h.close_connection = True
+    return answer
+
+
+SSE = b"Content-Type: text/event-stream\r\n"
+JSON = b"Content-Type: application/json\r\n"
+TWO = (completion_chunk([" Because"]) + completion_chunk([" light"])).encode()
+GARBAGE = [  # (headers, body, what the one-line error says, the text printed before it)
+    (SSE, b'data: {"choices": [\n\n', "sent a completions chunk that is not JSON: '{\"choices\": ['", ""),
+    (SSE, TWO + b"data: {oops\n\n", "not JSON: '{oops'", " Because light"),
+    (SSE, b"", "answered /completions with no server-sent events (no 'data:' line); it sent ''", ""),
+    (SSE, b": ping\n\n", "no server-sent events (no 'data:' line); it sent ': ping\\n\\n'", ""),
+    (JSON, b'{"choices": [{"text": " Because", "finish_reason": "stop"}]}',
+     "no server-sent events (no 'data:' line); it sent '{\"choices\": [{\"text\": \" Because\"", ""),
+    (b"Content-Type: text/html\r\n", b"<html>hello</html>", "it sent '<html>hello</html>\\n'", ""),
+    (SSE, TWO, "ended its stream after 2 tokens without a finish_reason or 'data: [DONE]'; it sent "
+     "'data: {", " Because light"),
+    (SSE, b"data: [DONE]\n\n", "ended its answer after 0 of 8 tokens without a finish_reason", ""),
+    (SSE, TWO + b"data: [DONE]\n\n", "ended its answer after 2 of 8 tokens without a finish_reason",
+     " Because light"),
+]
+
+
+@pytest.mark.parametrize(("head", "body", "needle", "printed"), GARBAGE)
+def test_a_base_that_answers_garbage_is_an_error_naming_the_server(head, body, needle, printed):
+    with scripted_server({**MODELS, "POST /v1/completions": raw(head, body)}) as (url, _):
+        proc = run_cli("generate", "--method", "base", "--base", f"{url}#m", "--max-tokens", "8",
+                       PROMPT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {url} ") and needle in lines[0], lines
+    assert proc.stdout.rstrip("\n") == printed
+
+
+@pytest.mark.parametrize(("head", "body", "needle", "printed"), [
+    (SSE, b"", "no server-sent events", ""),
+    (SSE, b"data: [DONE]\n\n", "ended its answer after 0 of 8 chunks without a finish_reason", ""),
+    (SSE, TWO, "ended its stream after 2 chunks without a finish_reason", " Because light"),
+])
+def test_a_guide_that_answers_garbage_is_an_error_naming_the_server(head, body, needle, printed):
+    with scripted_server({**MODELS, "POST /v1/completions": raw(head, body)}) as (url, _):
+        proc = run_cli("generate", "--method", "guide", "--guide", f"{url}#m", "--guide-template",
+                       "plain", "--max-tokens", "8", PROMPT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {url} ") and needle in lines[0], lines
+    assert proc.stdout.rstrip("\n") == printed
+
+
+def ended(finish: str | None) -> bytes:
+    end = {"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]}
+    return f"data: {json.dumps(end)}\n\n".encode()
+
+
+@pytest.mark.parametrize(("tail", "done"), [
+    (ended("stop") + b"data: [DONE]\n\n", True),  # llama-cpp-python, llama-server, vLLM
+    (ended("stop"), True),  # a finish_reason and no [DONE]: ended all the same
+    (ended(None) + b"data: [DONE]\n\n", False),  # a [DONE] alone says nothing of why
+])
+def test_only_a_finish_reason_ends_the_answer(tail, done):
+    with scripted_server({"POST /v1/completions": raw(SSE, TWO + tail)}) as (url, _):
+        stream = model_at(url).stream("q", max_tokens=8, logprobs=2)
+        if done:
+            assert [p.text for p in stream] == [" Because", " light"]
+        else:
+            with pytest.raises(RemoteError, match="after 2 of 8 tokens without a finish_reason"):
+                list(stream)
+
+
+def test_a_paper_step_with_no_token_and_no_reason_is_an_error():
+    from blendin_local.paper_steps import ask
+
+    empty = {"choices": [{"text": "", "index": 0, "logprobs": None}]}
+    bodies = {"POST /v1/completions": lambda h, _: send_json(h, 200, empty)}
+    with scripted_server(bodies) as (url, _), pytest.raises(RemoteError) as exc:
+        ask(model_at(url), "q")
+    assert str(exc.value) == (f"{url} answered with no token and no finish_reason: "
+                              f"{json.dumps(empty)[:80]!r}")
+    stopped = {"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}]}
+    with scripted_server({"POST /v1/completions": lambda h, _: send_json(h, 200, stopped)}) as (url, _):
+        assert ask(model_at(url), "q").finish_reason == "stop"
+
+
+def test_a_paper_step_that_is_not_json_quotes_what_came():
+    from blendin_local.paper_steps import ask
+
+    with scripted_server({"POST /v1/completions": raw(JSON, b"<html>busy</html>")}) as (url, _):
+        with pytest.raises(RemoteError) as exc:
+            ask(model_at(url), "q")
+    assert str(exc.value) == (f"{url} answered /completions with something that is not JSON: "
+                              "b'<html>busy</html>'")

@@ -222,42 +222,50 @@ class RemoteModel:
     def _events(self, body: dict[str, Any], what: str = "tokens") -> Generator[dict[str, Any], None, None]:
         """POST a streaming completions request; yield each ``data:`` object's first choice.
 
-        Closing the generator closes the connection at once (also on Ctrl-C while waiting)."""
+        The stream must end well: on ``data: [DONE]`` or after a choice carrying a
+        ``finish_reason``; a body that ends otherwise (no ``data:`` lines, cut short) is a
+        :class:`RemoteError` quoting its first bytes. Closing the generator closes the connection
+        at once (also on Ctrl-C while waiting)."""
         body = {"model": self.spec.model, "stream": True, **body}
         t0 = time.perf_counter()
         response = self._send("POST", "/completions", body)
         self.traffic.seconds += time.perf_counter() - t0
-        n = 0
+        seen = _Seen()
         try:
             lines = response.iter_lines()
             while True:
                 t0 = time.perf_counter()  # only time spent waiting for the server counts
                 line = next(lines, None)
                 self.traffic.seconds += time.perf_counter() - t0
-                if line is None or not line.startswith("data:"):
-                    if line is None:
-                        return
-                    continue
-                payload = line[5:].strip()
+                if line is None:
+                    break
+                payload = seen.line(line)
                 if payload == "[DONE]":
                     return
-                choice = self._choice(payload)
+                choice = None if payload is None else self._choice(payload)
                 if choice is not None:
-                    n += 1
+                    seen.finished = seen.finished or isinstance(choice.get("finish_reason"), str)
+                    seen.n += 1
                     yield choice
         except httpx.TimeoutException:
-            raise RemoteError(f"{self.spec.url} stopped answering mid-stream after {n} {what} "
+            raise RemoteError(f"{self.spec.url} stopped answering mid-stream after {seen.n} {what} "
                               f"(no data for {self.timeout:g} s)") from None
         except httpx.TransportError as exc:
-            raise RemoteError(f"the connection to {self.spec.url} dropped mid-stream after {n} "
+            raise RemoteError(f"the connection to {self.spec.url} dropped mid-stream after {seen.n} "
                               f"{what}: {_reason(exc)}") from None
         finally:
             self.traffic.bytes_received += response.num_bytes_downloaded
             response.close()
+        if not seen.finished:
+            raise RemoteError(f"{self.spec.url} {seen.problem(what)}; it sent {seen.head!r}")
 
     def _choice(self, payload: str) -> dict[str, Any] | None:
         try:
             data = json.loads(payload)
+        except ValueError:
+            raise RemoteError(f"{self.spec.url} sent a completions chunk that is not JSON: "
+                              f"{payload[:HEAD_CHARS]!r}") from None
+        try:
             if isinstance(data, dict) and "error" in data:
                 err = data["error"]
                 message = err.get("message") if isinstance(err, dict) else err
@@ -274,15 +282,21 @@ class RemoteModel:
     def _shape_error(self, exc: Exception) -> RemoteError:
         detail = f": {exc}" if str(exc) else ""
         return RemoteError(f"{self.spec.url} sent a completions chunk that is not OpenAI's shape{detail}")
+
+    def _unfinished(self, got: int, asked: int, what: str = "tokens") -> RemoteError:
+        return RemoteError(f"{self.spec.url} ended its answer after {got} of {asked} {what} "
+                           "without a finish_reason (neither 'stop' nor 'length')")
+
     def complete_json(self, body: dict[str, Any]) -> Any:
         """One non-streamed ``/completions`` request; its parsed JSON body (not yet validated)."""
         t0 = time.perf_counter()
         response = self._send("POST", "/completions", {"model": self.spec.model, **body})
         try:
-            data = json.loads(response.read())
+            raw = response.read()
+            data = json.loads(raw)
         except ValueError:
             raise RemoteError(f"{self.spec.url} answered /completions with something that is not "
-                              "JSON") from None
+                              f"JSON: {raw[:HEAD_CHARS]!r}") from None
         except httpx.TimeoutException:
             raise RemoteError(f"{self.spec.url} did not finish its answer within "
                               f"{self.timeout:g} s (raise --timeout)") from None
@@ -329,11 +343,9 @@ class RemoteModel:
             self.logprob_limit = asked = limit.allowed
             events = self._events({**body, "logprobs": asked})
             first = next(events, None)
-        if first is None:
-            return
+        n = 0
         with contextlib.closing(events):
-            n = 0
-            for choice in itertools.chain([first], events):
+            for choice in itertools.chain([first] if first is not None else [], events):
                 finish = choice.get("finish_reason")
                 if isinstance(finish, str):
                     self.last_finish = finish
@@ -348,6 +360,8 @@ class RemoteModel:
                     self._check_alternatives(position, asked, logprobs)
                     n += 1
                     yield position
+        if self.last_finish is None and n < max_tokens:  # [DONE] alone does not end the text
+            raise self._unfinished(n, max_tokens)
 
     def ended_early(self, got: int, asked: int) -> bool:
         """Did the last stream end the text (the model's end), rather than stop at the token
@@ -375,12 +389,17 @@ class RemoteModel:
         (its end of turn, EOS) and ``"length"`` that ``max_tokens`` ran out."""
         body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
                 "repeat_penalty": 1.0, "repetition_penalty": 1.0}
+        n, finished = 0, False
         with contextlib.closing(self._events(body, what="chunks")) as events:
             for choice in events:
                 text, finish = choice.get("text", ""), choice.get("finish_reason")
                 if not isinstance(text, str) or not (finish is None or isinstance(finish, str)):
                     raise self._shape_error(ValueError("text or finish_reason is not a string"))
+                n += bool(text)
+                finished = finished or finish is not None
                 yield text, finish
+        if not finished and n < max_tokens:  # [DONE] alone does not end the text
+            raise self._unfinished(n, max_tokens, "chunks")
 
     def next_position(self, prompt: str, *, logprobs: int) -> Position | None:
         """The distribution at the position after ``prompt`` (one one-token request), or None when
@@ -408,6 +427,39 @@ class RemoteModel:
 
     def top_logprobs(self, prompt: str, k: int) -> Position | None:
         return self.next_position(prompt, logprobs=k)
+
+
+HEAD_CHARS = 80  # how much of a malformed answer an error quotes
+
+
+class _Seen:
+    """What a completions stream has sent so far: its first characters, its events, whether it
+    ended well (``[DONE]`` or a ``finish_reason``)."""
+
+    def __init__(self) -> None:
+        self.head = ""
+        self.events = 0
+        self.n = 0
+        self.finished = False
+
+    def line(self, line: str) -> str | None:
+        """One line of the body: its ``data:`` payload, or None for any other line (SSE comments,
+        ``event:`` fields, blank separators)."""
+        if len(self.head) < HEAD_CHARS:
+            self.head = (self.head + line + "\n")[:HEAD_CHARS]
+        if not line.startswith("data:"):
+            return None
+        self.events += 1
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            self.finished = True
+        return payload
+
+    def problem(self, what: str) -> str:
+        if self.events == 0:
+            return "answered /completions with no server-sent events (no 'data:' line)"
+        return (f"ended its stream after {self.n} {what} without a finish_reason or "
+                "'data: [DONE]'")
 
 
 class _LogprobLimit(Exception):

@@ -151,6 +151,7 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
     app = FastAPI(title="blendin-local", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_middleware(Guard, api_key=config.api_key, limit=config.max_body_bytes)
+    app.add_middleware(AccessLog)  # added last: the outermost, it sees Guard's refusals too
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -206,6 +207,8 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
         request: Request, req: ChatRequest | CompletionRequest, kind: str,
         conversation: Callable[[], Conversation],
     ) -> JSONResponse | StreamingResponse:
+        access = Access.of(request)
+        access.model, access.stream = req.model, req.stream
         _check_model(req.model)
         method = req.method or req.model
         if method not in models:
@@ -226,7 +229,6 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
             raise ApiError(429, f"the server is busy: {config.queue_size} requests already wait; "
                            "retry later", code="queue_full",
                            headers={"Retry-After": str(config.retry_after_s)}) from None
-        access = Access(request, req.model, req.stream, time.monotonic())
         reply = Reply(kind, req.model, req.n_top)
         started = await _wait_turn(job, request)
         first = await _next_event(job, request) if started else None
@@ -238,6 +240,7 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
             access.log(err.status)
             raise err
         if req.stream:
+            access.claimed = True  # _stream logs when it ends, however it ends
             return StreamingResponse(_stream(job, reply, first, req.include_usage, access),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
@@ -330,22 +333,35 @@ async def _stream(job: Job, reply: Reply, first: Event, include_usage: bool,
 
 
 _pending: set[asyncio.Task[None]] = set()  # log tasks still waiting for their job to stop
+ACCESS = "blendin.access"  # the scope key of a request's Access
 
 
 @dataclass
 class Access:
-    """One access-log line per request: status, model, tokens, interventions, tok/s, seconds."""
+    """A request's one access-log line: status, then (for a completion) model, tokens,
+    interventions, tok/s; seconds. :class:`AccessLog` makes one for every request and writes it when
+    the response is sent, unless a route ``claimed`` the line to write it later itself (a stream, or
+    a cancelled generation whose final counts come when it stops)."""
 
-    request: Request
-    model: str
-    stream: bool
+    who: str
+    method: str
+    path: str
     t0: float
+    model: str | None = None
+    stream: bool = False
+    claimed: bool = False
+
+    @staticmethod
+    def of(request: Request) -> Access:
+        access: Access = request.scope[ACCESS]
+        return access
 
     def log_when_finished(self, job: Job, status: int) -> None:
         """Log once the (cancelled) job has stopped, with its final counts; at once if it never ran."""
         if job.generation is None:
             self.log(status)
             return
+        self.claimed = True
 
         async def drain() -> None:
             while (await job.events.get()).kind not in ("done", "error"):
@@ -357,10 +373,10 @@ class Access:
         task.add_done_callback(_pending.discard)
 
     def log(self, status: int, gen: Generation | None = None) -> None:
-        client = self.request.client
-        who = f"{client.host}:{client.port}" if client else "-"
-        line = (f'{who} "{self.request.method} {self.request.url.path}" {status} '
-                f"model={self.model} stream={'yes' if self.stream else 'no'}")
+        self.claimed = True
+        line = f'{self.who} "{self.method} {self.path}" {status}'
+        if self.model is not None:
+            line += f" model={self.model} stream={'yes' if self.stream else 'no'}"
         if gen is not None:
             r = gen.result
             line += (f" prompt={r.prompt_tokens} cached={gen.cached_tokens} completion={r.tokens} "
@@ -369,3 +385,36 @@ class Access:
         line += f" {time.monotonic() - self.t0:.2f}s"
         log.info(line)
 
+
+class AccessLog:
+    """ASGI middleware, outermost: every request gets its one access-log line, the ones refused
+    before any route (401, 413, 404) and by validation (400, 422) included; a crash that no response
+    was started for is logged as the 500 it becomes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        access = Access(f"{client[0]}:{client[1]}" if client else "-", scope["method"],
+                        scope["path"], time.monotonic())
+        scope[ACCESS] = access
+        status = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body") \
+                    and not access.claimed:
+                access.log(status)  # before the client has the whole answer: tests can count
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            if not access.claimed:
+                access.log(status)

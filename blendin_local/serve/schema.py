@@ -10,18 +10,27 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UsageError
+from ..limits import check
 from ..prompts import Conversation, Message, chat_conversation
 from ..settings import GenerationSettings, parse_alpha
 
 
-class TextPart(BaseModel):
+class Strict(BaseModel):
+    """JSON types as written: ``"4"`` or ``true`` is no integer, ``4.5`` no integer either (a
+    number field takes an integer). Unknown fields are ignored, as OpenAI-compatible servers do
+    (clients send vendor extras)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(Strict):
     """One part of a multi-part message; only text is understood."""
 
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
 
@@ -32,20 +41,18 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class Common(BaseModel):
-    """Fields shared by chat and text completions, BlendIn's own knobs included. Unknown fields
-    are ignored, as OpenAI-compatible servers do (clients send vendor extras)."""
-
-    model_config = ConfigDict(extra="ignore")
+class Common(Strict):
+    """Fields shared by chat and text completions, BlendIn's own knobs included. The decoding
+    values' ranges are the library's (:mod:`limits`), checked when the settings are built."""
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="only n = 1 is served")
@@ -53,7 +60,7 @@ class Common(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     # BlendIn's extension fields (the CLI's --gamma, --alpha, --method, --support, --cap).
-    gamma: float | None = Field(None, ge=0.0, le=1.0)
+    gamma: float | None = None
     alpha: float | Literal["auto"] | None = None
     method: str | None = None
     support: Literal["full", "top100"] | None = None
@@ -72,7 +79,7 @@ class Common(BaseModel):
 
 class ChatRequest(Common):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
@@ -113,10 +120,7 @@ def request_settings(
 ) -> GenerationSettings:
     """The server's defaults overridden by the request's fields; raises UsageError naming the
     field (the library validates the values, as it does the CLI's)."""
-    max_tokens = (getattr(req, "max_completion_tokens", None) or req.max_tokens
-                  or min(defaults.max_tokens, max_tokens_limit))
-    if max_tokens > max_tokens_limit:
-        raise UsageError(f"max_tokens must be <= {max_tokens_limit} on this server, got {max_tokens}")
+    max_tokens = _max_tokens(req, defaults.max_tokens, max_tokens_limit)
     sampling = defaults.sampling
     for name in ("temperature", "top_p", "seed"):
         value = getattr(req, name)
@@ -132,6 +136,20 @@ def request_settings(
     if req.alpha is not None:
         changes["alpha"] = parse_alpha(req.alpha)
     return replace(defaults, **changes)  # type: ignore[arg-type]
+
+
+def _max_tokens(req: ChatRequest | CompletionRequest, default: int, limit: int) -> int:
+    """``max_completion_tokens``, else ``max_tokens``, else the server's default; checked against the
+    library's limits, then this server's ``limit``."""
+    asked = getattr(req, "max_completion_tokens", None)
+    if asked is None:
+        asked = req.max_tokens
+    if asked is None:
+        return min(default, limit)
+    check("max_tokens", asked)
+    if asked > limit:
+        raise UsageError(f"--max-tokens must be <= {limit} on this server, got {asked}")
+    return asked
 
 
 def api_message(message: str) -> str:

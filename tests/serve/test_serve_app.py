@@ -4,6 +4,8 @@ cancellation on disconnect. Real uvicorn servers on loopback; raw requests throu
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -55,7 +57,7 @@ def assert_error(r: httpx.Response, status: int, code: str, *words: str) -> None
 
 @pytest.mark.parametrize(("body", "status", "code", "words"), [
     ({**CHAT, "model": "gpt-4"}, 404, "model_not_found", ("gpt-4", "blendin")),
-    ({**CHAT, "gamma": 2}, 422, "invalid_value", ("gamma",)),
+    ({**CHAT, "gamma": -0.5}, 422, "invalid_value", ("gamma must be a number >= 0", "-0.5")),
     ({**CHAT, "messages": []}, 422, "invalid_value", ("messages",)),
     ({**CHAT, "messages": [{"role": "assistant", "content": "hi"}]}, 422, "invalid_value", ("user",)),
     ({**CHAT, "max_tokens": 65}, 422, "invalid_value", ("max_tokens", "64")),
@@ -66,10 +68,50 @@ def assert_error(r: httpx.Response, status: int, code: str, *words: str) -> None
     ({**CHAT, "temperature": -1}, 422, "invalid_value", ("temperature",)),
     ({**CHAT, "messages": [{"role": "user", "content": "a" * 501}]}, 400, "context_length_exceeded",
      ("500",)),
+    # issue 16, item 6: the library's limits (the CLI's, with its messages), JSON types as written
+    ({**CHAT, "seed": -1}, 422, "invalid_value", ("seed must be an integer from 0 to 4294967295, got -1",)),
+    ({**CHAT, "seed": 2**32}, 422, "invalid_value", ("seed must be an integer from 0 to 4294967295",)),
+    ({**CHAT, "seed": 1e20}, 422, "invalid_value", ("seed", "integer")),
+    ({**CHAT, "seed": "7"}, 422, "invalid_value", ("seed", "integer")),
+    ({**CHAT, "max_tokens": "4"}, 422, "invalid_value", ("max_tokens", "integer")),
+    ({**CHAT, "max_tokens": True}, 422, "invalid_value", ("max_tokens", "integer")),
+    ({**CHAT, "max_tokens": 4.0}, 422, "invalid_value", ("max_tokens", "integer")),
+    ({**CHAT, "max_tokens": 0}, 422, "invalid_value", ("max_tokens must be an integer >= 1, got 0",)),
+    ({**CHAT, "max_completion_tokens": 0}, 422, "invalid_value", ("max_tokens must be an integer >= 1",)),
+    ({**CHAT, "max_completion_tokens": "8"}, 422, "invalid_value", ("max_completion_tokens",)),
+    ({**CHAT, "temperature": "0.5"}, 422, "invalid_value", ("temperature", "number")),
+    ({**CHAT, "temperature": False}, 422, "invalid_value", ("temperature",)),
+    ({**CHAT, "top_p": 0}, 422, "invalid_value", ("top_p must be a number in (0, 1], got 0",)),
+    ({**CHAT, "gamma": "0.3"}, 422, "invalid_value", ("gamma",)),
+    ({**CHAT, "cap": True}, 422, "invalid_value", ("cap",)),
+    ({**CHAT, "alpha": "0.5"}, 422, "invalid_value", ("alpha",)),
+    ({**CHAT, "stream": "yes"}, 422, "invalid_value", ("stream", "boolean")),
+    ({**CHAT, "n": "1"}, 422, "invalid_value", ("n",)),
+    ({**CHAT, "logprobs": 1}, 422, "invalid_value", ("logprobs", "boolean")),
+    ({**CHAT, "messages": [{"role": "user", "content": 5}]}, 422, "invalid_value", ("messages",)),
+    ({**CHAT, "stream_options": {"include_usage": "yes"}}, 422, "invalid_value", ("include_usage",)),
 ])
 def test_bad_requests_get_a_status_and_a_message(url: str, body: dict, status: int, code: str,
                                                   words: tuple[str, ...]) -> None:
     assert_error(post(url, body), status, code, *words)
+
+
+@pytest.mark.parametrize("body", [
+    {**CHAT, "temperature": 1, "seed": 2**32 - 1},  # a JSON integer is a number; the largest seed
+    {**CHAT, "gamma": 2},  # > 1: every step intervenes, as on the command line
+    {**CHAT, "max_completion_tokens": 2, "top_p": 1, "cap": 1, "alpha": 0},
+])
+def test_values_the_cli_accepts_are_accepted(url: str, body: dict) -> None:
+    r = post(url, body)
+    assert r.status_code == 200, r.text
+
+
+def test_completions_take_the_same_limits(url: str) -> None:
+    text = {"model": "base", "prompt": "the a", "max_tokens": 4}
+    for bad, words in [({"seed": -1}, "seed must be"), ({"max_tokens": "4"}, "max_tokens"),
+                       ({"logprobs": True}, "logprobs"), ({"prompt": 5}, "prompt")]:
+        assert_error(post(url, {**text, **bad}, path="/v1/completions"), 422, "invalid_value", words)
+    assert post(url, text, path="/v1/completions").status_code == 200
 
 
 def test_malformed_json_is_400(url: str) -> None:
@@ -189,7 +231,12 @@ def wait_until(cond, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-
         time.sleep(0.02)
 
 
-def test_a_full_queue_gets_429_with_retry_after() -> None:
+def logged_statuses(caplog: pytest.LogCaptureFixture) -> list[int]:
+    return sorted(int(line.split('" ')[1].split()[0]) for line in access_lines(caplog))
+
+
+def test_a_full_queue_gets_429_with_retry_after(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="blendin_local.serve")
     made: list[Generation] = []
     with running(slow_pair_app(made, queue_size=1)) as url:
         running_seen: list[str] = []
@@ -206,9 +253,11 @@ def test_a_full_queue_gets_429_with_retry_after() -> None:
         a.join(30)
         b.join(30)
         assert waiting_seen[0] == "status 200" and waiting_seen[-1] == "data: [DONE]"
+    assert logged_statuses(caplog) == [200, 200, 429]
 
 
-def test_waiting_too_long_is_503() -> None:
+def test_waiting_too_long_is_503(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="blendin_local.serve")
     made: list[Generation] = []
     with running(slow_pair_app(made, queue_timeout_s=0.3)) as url:
         seen: list[str] = []
@@ -220,6 +269,7 @@ def test_waiting_too_long_is_503() -> None:
         a.join(30)
         assert seen[-1] == "data: [DONE]"
         assert len(made) == 1  # the timed-out request never ran
+    assert logged_statuses(caplog) == [200, 503]
 
 
 def test_a_client_that_disconnects_cancels_its_generation() -> None:
@@ -253,3 +303,34 @@ def test_a_crash_is_500_without_internals() -> None:
         assert_error(r, 500, "internal_error", "server")
         assert "secret" not in r.text
         assert post(url, {**CHAT, "stream": True}).status_code == 500
+
+
+# --- the access log (issue 16, item 7): one line per request, refused ones included ---------------
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "blendin_local.serve"
+            and '"' in r.getMessage()]
+
+
+def test_every_request_gets_one_log_line_with_its_status(url: str, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="blendin_local.serve")
+    sent = [
+        (lambda: post(url, CHAT, headers={"Authorization": "Bearer nope"}), "POST /v1/chat/completions", 401),
+        (lambda: httpx.get(url + "/v1/models", headers={}), "GET /v1/models", 401),
+        (lambda: post(url, {**CHAT, "user": "x" * 5000}), "POST /v1/chat/completions", 413),
+        (lambda: post(url, None, raw=b"{oops"), "POST /v1/chat/completions", 400),
+        (lambda: httpx.get(url + "/v2/nothing", headers=AUTH), "GET /v2/nothing", 404),
+        (lambda: post(url, {**CHAT, "model": "gpt-4"}), "POST /v1/chat/completions", 404),
+        (lambda: post(url, {**CHAT, "seed": -1}), "POST /v1/chat/completions", 422),
+        (lambda: post(url, {**CHAT, "max_tokens": "4"}), "POST /v1/chat/completions", 422),
+        (lambda: httpx.delete(url + "/v1/models", headers=AUTH), "DELETE /v1/models", 405),
+        (lambda: httpx.get(url + "/v1/models", headers=AUTH), "GET /v1/models", 200),
+        (lambda: post(url, CHAT), "POST /v1/chat/completions", 200),
+    ]
+    for request, route, status in sent:
+        assert request().status_code == status, route
+    lines = access_lines(caplog)
+    assert len(lines) == len(sent), lines
+    for line, (_, route, status) in zip(lines, sent, strict=True):
+        assert re.fullmatch(rf'127\.0\.0\.1:\d+ "{route}" {status} .*\d+\.\d\ds', line), line
+    assert "model=gpt-4 stream=no" in lines[5] and "model=blendin" in lines[6]
+    assert "completion=" in lines[-1] and "interventions=" in lines[-1]

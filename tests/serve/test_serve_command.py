@@ -87,4 +87,5 @@ def test_serve_from_the_command_line_with_a_key_from_the_environment(
         _, err = proc.communicate(timeout=60)
     assert "API key required" in err
     assert '"POST /v1/chat/completions" 200 model=blendin stream=no' in err
+    assert '"GET /v1/models" 401' in err  # refused requests get their line too
     assert "interventions=" in err and "tok/s=" in err
