@@ -35,8 +35,9 @@ class Generation(Decoding):
         # By default every generation starts from empty caches: reusing a previous prompt's KV
         # changes batch shapes, hence logits in the last bits, hence near-tie tokens (spec §3).
         # With reuse_cache the caches keep their tokens and each prompt evaluates only what differs
-        # from them (set_tokens); the last cached position is always evaluated again, so no stale
-        # logits row can be read.
+        # from them (set_tokens), which evaluates the prompt's last position again whenever the
+        # engine holds no logits row for it (``logits_ready``: false after a rollback like this
+        # one, or after a failed eval), so no stale row is read.
         for engine in (self.pair.base, self.pair.guide, self.pair.anti):
             if engine is not None and engine.capabilities.kv_cache:
                 keep = max(len(engine.tokens) - 1, 0) if self.settings.reuse_cache else 0

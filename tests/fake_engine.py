@@ -55,6 +55,7 @@ class FakeEngine:
         self._last: NDArray[np.float32] | None = None
         self.eval_calls = 0
         self.evaluated_tokens = 0
+        self.fail_at_call: int | None = None  # this eval call (1-based) raises, as llama_decode can
         # Longest-match table: only non-empty, non-control pieces take part in tokenisation,
         # plus control pieces when ``special`` is on.
         self._by_piece: dict[bytes, int] = {}
@@ -95,14 +96,23 @@ class FakeEngine:
             raise ContextOverflowError(
                 f"{self.name}: {len(self._tokens) + len(ids)} tokens exceed the context of {self.n_ctx}"
             )
-        self._tokens.extend(int(i) for i in ids)
+        self._last = None  # like llama.cpp: a failed eval keeps the tokens and leaves no row
         self.eval_calls += 1
+        if self.eval_calls == self.fail_at_call:
+            raise RuntimeError("llama_decode returned -1")
+        tokens = [*self._tokens, *(int(i) for i in ids)]
+        self._last = np.asarray(self._logits_fn(tuple(tokens)), dtype=np.float32)
+        self._tokens = tokens
         self.evaluated_tokens += len(ids)
-        self._last = np.asarray(self._logits_fn(tuple(self._tokens)), dtype=np.float32)
 
     def rollback(self, n: int) -> None:
+        if n < len(self._tokens):
+            self._last = None
         del self._tokens[n:]
-        self._last = None
+
+    @property
+    def logits_ready(self) -> bool:
+        return self._last is not None
 
     def logits(self) -> NDArray[np.float32]:
         if self._last is None:

@@ -268,3 +268,26 @@ def test_without_reuse_every_generation_starts_from_empty_caches() -> None:
     list(gen)
     assert gen.cached_tokens == 0
     assert pair.base.evaluated_tokens - evaluated >= gen.result.prompt_tokens  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("method", ["blendin", "base", "guide", "nudging"])
+def test_a_prompt_repeated_after_a_two_token_answer_reads_no_stale_logits(method: str) -> None:
+    # The first answer leaves prompt + its first token cached; reuse rolls that token back, so the
+    # caches hold exactly the prompt while the logits row is still the dropped token's.
+    fresh, _ = run(cross_pair(), method=method, max_tokens=6)
+    pair = cross_pair()
+    run(pair, method=method, max_tokens=2, reuse_cache=True)
+    again, _ = run(pair, method=method, max_tokens=6, reuse_cache=True)
+    assert tokens(again) == tokens(fresh)
+
+
+def test_after_an_eval_fails_mid_answer_the_next_generation_is_right() -> None:
+    fresh, _ = run(cross_pair(), max_tokens=6)
+    pair = cross_pair()
+    base = pair.base
+    assert isinstance(base, FakeEngine)
+    base.fail_at_call = 3  # prompt, first token, then the second token's eval fails
+    with pytest.raises(RuntimeError, match="llama_decode"):
+        run(pair, max_tokens=6, reuse_cache=True)
+    again, _ = run(pair, max_tokens=6, reuse_cache=True)
+    assert tokens(again) == tokens(fresh)

@@ -121,6 +121,33 @@ def test_set_tokens_rereads_last_position(tiny_engine):
     assert maxdiff(e.logits(), fresh) == 0.0
 
 
+def test_set_tokens_after_a_rollback_to_exactly_its_ids_evaluates_the_last_one(tiny_engine):
+    """The cache holds ``ids`` after the rollback, but llama.cpp's logits row is still the dropped
+    token's: serve with reuse_cache answered a repeated prompt from that stale row."""
+    e = tiny_engine
+    ids = random_ids(9, 20, bos=True)
+    fresh = eval_chunks(e, [ids[:-1], ids[-1:]])
+    e.rollback(0)
+    e.eval(ids)
+    e.eval(random_ids(10, 1))
+    e.rollback(len(ids))
+    assert not e.logits_ready
+    assert set_tokens(e, ids) == 1
+    assert e.logits_ready and e.tokens == ids
+    assert maxdiff(e.logits(), fresh) == 0.0
+
+
+def test_a_failed_eval_leaves_no_logits_row_to_reuse(tiny_engine):
+    e = tiny_engine
+    ids = random_ids(11, 12, bos=True)
+    fresh = eval_chunks(e, [ids[:-1], ids[-1:]])
+    with pytest.raises(RuntimeError):
+        e.eval([e.n_vocab + 5])  # llama_decode refuses an id outside the vocabulary
+    assert e.tokens == ids and not e.logits_ready
+    assert set_tokens(e, ids) == 1
+    assert maxdiff(e.logits(), fresh) == 0.0
+
+
 @pytest.mark.integration
 def test_rollback_equals_fresh_on_gemma_beyond_sliding_window(real_pair):
     """Gemma-3's sliding window is 512: roll back across it (with swa_full=False this breaks)."""

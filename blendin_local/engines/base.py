@@ -132,6 +132,12 @@ class Engine(Vocabulary, Scorer, Protocol):
         """Keep only the first ``n`` cached tokens (``logits()`` is invalid until the next eval)."""
         ...
 
+    @property
+    def logits_ready(self) -> bool:
+        """Whether ``logits()`` is the row after the last of ``tokens``: False after a rollback that
+        dropped tokens or an eval that failed, until the next eval succeeds."""
+        ...
+
     def logits(self) -> NDArray[np.float32]:
         """``(n_vocab,)`` next-token logits after the last evaluated token.
 
@@ -181,14 +187,16 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 def set_tokens(engine: Engine, ids: Sequence[int]) -> int:
     """Make the KV cache hold exactly ``ids`` with fresh logits for the last one.
 
-    Keeps the longest common prefix, rolls back the rest and evaluates the new suffix in one batch.
+    Keeps the longest common prefix, rolls back the rest and evaluates the new suffix in one batch;
+    evaluates nothing only when the cache holds ``ids`` and its logits row is theirs (after a
+    rollback to exactly ``ids``, the row is a later position's: the last one is evaluated again).
     Returns the number of tokens evaluated.
     """
     if not ids:
         raise ValueError("set_tokens needs at least one token")
     current = engine.tokens
     keep = common_prefix_len(current, ids)
-    if keep == len(ids) == len(current):
+    if keep == len(ids) == len(current) and engine.logits_ready:
         return 0
     # To re-read the distribution at the last position, that position must be evaluated again.
     keep = min(keep, len(ids) - 1)

@@ -268,6 +268,7 @@ class LlamaEngine:
         self._pieces: list[bytes] | None = None
         self._controls: frozenset[int] | None = None
         self._eog: frozenset[int] | None = None
+        self._ready = False  # logits() is the row after the last cached token
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -316,12 +317,20 @@ class LlamaEngine:
                 f"{self.n_ctx} (raise --n-ctx or shorten the prompt)"
             )
 
+    @property
+    def logits_ready(self) -> bool:
+        return self._ready
+
     def eval(self, ids: Sequence[int]) -> None:
         self._check_room(len(ids))
+        self._ready = False  # a failed decode leaves no row for the tokens it kept
         self._llm.eval(list(ids))
+        self._ready = bool(ids)
 
     def rollback(self, n: int) -> None:
-        # Llama.eval removes KV positions >= n_tokens before decoding.
+        # Llama.eval removes KV positions >= n_tokens before decoding. The logits row stays that of
+        # the old last token: no longer the row after the cache's last token.
+        self._ready = self._ready and n == self._llm.n_tokens
         self._llm.n_tokens = n
 
     def logits(self) -> NDArray[np.float32]:
@@ -331,6 +340,7 @@ class LlamaEngine:
     def eval_logits(self, ids: Sequence[int]) -> NDArray[np.float32]:
         """Append ``ids`` and keep the logits of every one of them (batched, no ``logits_all``)."""
         self._check_room(len(ids))
+        self._ready = False
         llm = self._llm
         out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
         llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
@@ -345,6 +355,7 @@ class LlamaEngine:
             out[start : start + len(chunk)] = rows
             llm.input_ids[n_past : n_past + len(chunk)] = chunk
             llm.n_tokens += len(chunk)
+        self._ready = bool(ids)
         return out
 
     def top_logprobs(self, prompt: str, k: int) -> Position | None:
@@ -369,6 +380,7 @@ class LlamaEngine:
             if len(ids) >= max_tokens:
                 break
         self._llm.reset()
+        self._ready = False
         return ids, (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
 
     def close(self) -> None:
