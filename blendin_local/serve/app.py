@@ -307,12 +307,13 @@ async def _stream(job: Job, reply: Reply, first: Event, include_usage: bool,
 
     A disconnect cancels this generator (Starlette), which cancels the job at its next token.
     """
-    status, gen = 499, None
+    status, ended = 499, False
     event = first
     try:
         while event.kind == "step":
             yield _sse(reply.chunk(event.payload))
             event = await job.events.get()
+        ended = True  # "done" or "error": the job has stopped
         if event.kind == "error":
             err = from_library(event.payload)
             status = err.status
@@ -325,11 +326,11 @@ async def _stream(job: Job, reply: Reply, first: Event, include_usage: bool,
             status = 200
         yield "data: [DONE]\n\n"
     finally:
-        if gen is None:
+        if ended:
+            access.log(status, job.generation)
+        else:
             job.cancel()  # the client left: stop at the next token
             access.log_when_finished(job, status)
-        else:
-            access.log(status, gen)
 
 
 _pending: set[asyncio.Task[None]] = set()  # log tasks still waiting for their job to stop

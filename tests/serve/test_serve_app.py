@@ -21,6 +21,7 @@ from blendin_local.serve.app import ServeConfig, create_app
 from blendin_local.settings import GenerationSettings
 from blendin_local.steps import StopReason
 
+from fake_engine import FakeEngine
 from fakes import cross_pair
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -303,6 +304,58 @@ def test_a_crash_is_500_without_internals() -> None:
         assert_error(r, 500, "internal_error", "server")
         assert "secret" not in r.text
         assert post(url, {**CHAT, "stream": True}).status_code == 500
+
+
+
+# --- a generation that fails or ends early leaves the worker and the KV caches usable -------------
+def answer(url: str, body: dict, *, stream: bool) -> str:
+    """The answer text of a request that must succeed, streamed or not."""
+    r = post(url, {**body, "stream": stream})
+    assert r.status_code == 200, r.text
+    if not stream:
+        return r.json()["choices"][0]["message"]["content"]
+    events = [json.loads(line[6:]) for line in r.text.splitlines()
+              if line.startswith("data: {")]
+    assert r.text.rstrip().endswith("data: [DONE]") and not any("error" in e for e in events)
+    return "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+
+
+def test_a_prompt_repeated_after_a_two_token_answer_gets_the_same_answer() -> None:
+    # The two-token answer leaves prompt + one token cached; the next request rolled that token
+    # back, found the prompt cached whole and read the dropped token's logits row: a wrong answer
+    # on llama.cpp, a 500 on the fake engine (which keeps no row after a rollback).
+    with running(create_app(cross_pair(), config())) as url:
+        expected = answer(url, CHAT, stream=False)
+        for stream in (False, True, False):
+            assert answer(url, {**CHAT, "max_tokens": 2}, stream=stream)
+            assert answer(url, CHAT, stream=stream) == expected
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_generation_failing_in_the_worker_is_one_error_and_later_requests_work(
+        stream: bool, caplog: pytest.LogCaptureFixture) -> None:
+    pair = cross_pair()
+    base = pair.base
+    assert isinstance(base, FakeEngine)
+    with running(create_app(pair, config())) as url:
+        expected = answer(url, CHAT, stream=False)
+        caplog.set_level(logging.INFO, logger="blendin_local.serve")
+        base.fail_at_call = base.eval_calls + 3  # the prompt, one token, then a failed decode
+        r = post(url, {**CHAT, "stream": stream})
+        if stream:  # the 200 was sent with the first chunk: the error comes as the last event
+            assert r.status_code == 200
+            events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+            assert events[-1]["error"]["code"] == "internal_error" and len(events) >= 2
+            assert r.text.rstrip().endswith("data: [DONE]") and "Traceback" not in r.text
+        else:
+            assert_error(r, 500, "internal_error", "server")
+            assert "llama_decode" not in r.text
+        errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+        assert [rec.getMessage() for rec in errors] == ["generation failed"]
+        wait_until(lambda: access_lines(caplog))  # a stream's line comes once it has ended
+        assert access_lines(caplog)[0].split('" ')[1].startswith("500 ")
+        for again in (False, True, False, True):
+            assert answer(url, CHAT, stream=again) == expected
 
 
 # --- the access log (issue 16, item 7): one line per request, refused ones included ---------------
