@@ -8,7 +8,7 @@ Messages name the CLI's flag (``--max-tokens``); the server rewrites it to its f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import UsageError
 
@@ -68,6 +68,8 @@ LIMITS: dict[str, Limit] = {
     "alpha": Limit("--alpha", low=0.0, high=1.0, what="'auto' or a number in [0, 1]"),
     "cap": Limit("--cap", low=0.0, high=1.0, low_open=True, what="an intervention rate in (0, 1]"),
     "max_tokens": Limit("--max-tokens", integer=True, low=1),
+    "bench_max_tokens": Limit("--max-tokens", integer=True, low=8,
+                              note=" (a bench times several tokens per answer)"),
     "final_top": Limit("final_top (top logprobs)", integer=True, low=0, high=100),
     "temperature": Limit("--temperature", low=0.0, note=" (0 = greedy)"),
     "top_k": Limit("--top-k", integer=True, low=0, note=" (0 = off)"),
@@ -85,10 +87,10 @@ def check(name: str, value: object) -> None:
         raise limit.error(value)
 
 
-def parse(name: str, text: str) -> int | float:
+def parse(name: str, text: str, *, flag: str | None = None) -> int | float:
     """A value of ``LIMITS[name]`` from text (the command line), checked; the error quotes the
-    text as given."""
-    limit = LIMITS[name]
+    text as given and names ``flag`` if given (an option taking a list of them: ``--gammas``)."""
+    limit = LIMITS[name] if flag is None else replace(LIMITS[name], flag=flag)
     try:
         value: int | float = int(text.strip(), 10) if limit.integer else float(text)
     except ValueError:

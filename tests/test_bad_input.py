@@ -88,6 +88,13 @@ def test_bad_decoding_values_in_one_line(command, option, value, message, tmp_pa
     assert_one_line_error(proc, message)
 
 
+@pytest.mark.parametrize("value", ["4", "abc", "8.0"])
+def test_bench_max_tokens_is_checked_by_the_limits_table(value, tmp_path):
+    proc = run_cli("bench", "--max-tokens", value, cwd=tmp_path)
+    assert_one_line_error(proc, "--max-tokens must be an integer >= 8 (a bench times several tokens "
+                                f"per answer), got {value!r}")
+
+
 # --- 6: token ids of a trace --------------------------------------------------------------------------
 @pytest.mark.parametrize("token, needle", [
     ("99999999", "token id 99999999 is not in the vocabulary of"),

@@ -167,3 +167,43 @@ def test_diagnose_report_survives_an_unwritable_figure(as_json: bool, tmp_path: 
         else:
             assert "verdict: " in proc.stdout
         assert not fig.exists()
+
+
+# --- issue 16, item 6: γ lists and token counts, checked by the limits table ------------------------
+GAMMA_MUST = "--gamma must be a number >= 0 (> 1: always intervene), got"
+
+
+@pytest.mark.parametrize("gammas, message", [
+    ("0.2,x", f"{GAMMA_MUST} 'x'"),
+    ("0.2,-1", f"{GAMMA_MUST} '-1'"),
+    ("nan", f"{GAMMA_MUST} 'nan'"),
+    ("0.4,inf", "--gamma values must be finite (any γ > 1 always intervenes), got '0.4,inf'"),
+    (" , ", "--gamma must be a comma-separated list, got ' , '"),
+])
+def test_eval_gamma_list_in_one_line(gammas: str, message: str, tmp_path: Path,
+                                     fake_models: None) -> None:
+    proc = run_main(*eval_args(tmp_path / "run", "--methods", "blendin", "--gamma", gammas))
+    assert_one_line_error(proc, message)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gamma", "-0.1"], f"{GAMMA_MUST} '-0.1'"),
+    (["--gamma", "abc"], f"{GAMMA_MUST} 'abc'"),
+    (["--gammas", "0.1,x"], "--gammas must be a number >= 0 (> 1: always intervene), got 'x'"),
+    (["--max-tokens", "0"], "--max-tokens must be an integer >= 1, got '0'"),
+    (["--max-tokens", "4.0"], "--max-tokens must be an integer >= 1, got '4.0'"),
+])
+def test_diagnose_values_in_one_line(args: list[str], message: str, tmp_path: Path,
+                                     fake_diagnose: None) -> None:
+    proc = run_main("diagnose", "--limit", "2", *args, "--figure", str(tmp_path / "d.png"))
+    assert_one_line_error(proc, message)
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_diagnose_takes_a_gamma_above_one_as_generate_does(tmp_path: Path,
+                                                           fake_diagnose: None) -> None:
+    proc = run_main("diagnose", "--limit", "2", "--max-tokens", "12", "--gamma", "1.5", "--json",
+                    "--figure", str(tmp_path / "d.png"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["gamma"] == 1.5

@@ -89,3 +89,10 @@ def test_the_server_names_its_field_in_the_same_words():
     with pytest.raises(UsageError) as exc:
         SamplingSettings(seed=-1)
     assert api_message(str(exc.value)) == "seed must be an integer from 0 to 4294967295, got -1"
+
+
+def test_parse_can_name_the_option_that_takes_a_list_of_them():
+    with pytest.raises(UsageError) as exc:
+        parse("gamma", "x", flag="--gammas")
+    assert str(exc.value) == "--gammas must be a number >= 0 (> 1: always intervene), got 'x'"
+    assert parse("gamma", "1.5", flag="--gammas") == 1.5

@@ -12,11 +12,12 @@ import click
 from ..bench import print_report, run_bench
 from ..cli_options import model_options, pair_from_options
 from ..errors import UsageError
+from ..params import Limited
 
 
 @click.command("bench")
 @model_options
-@click.option("--max-tokens", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option("--max-tokens", type=Limited("bench_max_tokens"), default=64, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--chat", "chat", is_flag=True,

@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..evaluation.datasets import TASK_NAMES, load_items
 from ..evaluation.runner import parse_gammas
 from ..fileio import path_error
+from ..params import Limited
 from .eval import _bad_row, _console
 
 
@@ -24,9 +25,9 @@ from .eval import _bad_row, _console
 @click.option("--task", type=click.Choice(TASK_NAMES), default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=6, show_default=True,
               help="Number of sample prompts.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--max-tokens", type=Limited("max_tokens"), default=64, show_default=True,
               help="Tokens per sample answer.")
-@click.option("--gamma", type=click.FloatRange(min=0.0, max=1.0), default=0.4,
+@click.option("--gamma", type=Limited("gamma"), default=0.4,
               show_default=True, help="The γ the verdict is about.")
 @click.option("--gammas", default="0.1,0.2,0.3,0.4,0.5,0.6,0.8", show_default=True,
               help="γ values for the intervention-rate table.")
@@ -50,7 +51,7 @@ def diagnose_command(data: Path | None, task: str | None, limit: int, max_tokens
 
     if (data is None) != (task is None):
         raise UsageError("--data and --task go together (or give neither for built-in prompts)")
-    gamma_list = sorted(set(parse_gammas(gammas)) | {gamma})
+    gamma_list = sorted(set(parse_gammas(gammas, "--gammas")) | {gamma})
     if data is not None and task is not None:
         prompts = [it.prompt for it in load_items(data, task, on_bad_row=on_bad_row, limit=limit,
                                                   report=_bad_row)]

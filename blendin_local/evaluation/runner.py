@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import limits
 from ..errors import ContextOverflowError, UsageError
 from ..generate import generate
 from ..methods import METHODS
@@ -79,17 +80,13 @@ def parse_methods(value: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def parse_gammas(value: str) -> list[float]:
-    out = []
-    for v in parse_list("--gamma", value):
-        try:
-            g = float(v)
-        except ValueError:
-            raise UsageError(f"--gamma: {v!r} is not a number") from None
-        if not (math.isfinite(g) and g >= 0):
-            raise UsageError(f"--gamma: must be numbers >= 0, got {v!r}")
-        out.append(g)
-    return list(dict.fromkeys(out))
+def parse_gammas(value: str, option: str = "--gamma") -> list[float]:
+    """Comma-separated γ values, each checked by the limits table (the range and message of
+    ``--gamma`` everywhere); finite, as they are plotted (any γ > 1 already always intervenes)."""
+    gammas = [float(limits.parse("gamma", v, flag=option)) for v in parse_list(option, value)]
+    if any(math.isinf(g) for g in gammas):
+        raise UsageError(f"{option} values must be finite (any γ > 1 always intervenes), got {value!r}")
+    return list(dict.fromkeys(gammas))
 
 
 def parse_alphas(value: str) -> list[float | None]:
