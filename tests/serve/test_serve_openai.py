@@ -112,7 +112,7 @@ def test_blendin_knobs_per_request(client: openai.OpenAI) -> None:
     assert never.model_extra["blendin"]["result"]["interventions"] == 0
     assert always.model_extra["blendin"]["result"]["interventions"] == always.usage.completion_tokens
     with pytest.raises(openai.UnprocessableEntityError, match="gamma"):
-        client.chat.completions.create(model="blendin", messages=QUESTION, extra_body={"gamma": 2})
+        client.chat.completions.create(model="blendin", messages=QUESTION, extra_body={"gamma": -1})
 
 
 def test_a_second_turn_reuses_the_cached_history_on_the_real_pair(real_pair: ModelPair) -> None:
