@@ -38,6 +38,19 @@ class Finished:
 Event = tuple[int, Step] | Finished
 
 
+DEFAULT_BATCH = 8  # on 2 CPU cores, raw batched decode gains most of its speed-up by 8 (spec §11)
+
+
+def fitting_batch(pair: ModelPair, want: int = DEFAULT_BATCH) -> int:
+    """``want``, or fewer where the models' KV caches of that many sequences would take more than
+    half of the available memory (engines that can tell: ``max_sequences``)."""
+    for engine in (pair.base, pair.guide, pair.anti):
+        limit = getattr(engine, "max_sequences", None)
+        if limit is not None:
+            want = min(want, max(1, int(limit())))
+    return want
+
+
 def pair_sequences(pair: ModelPair, n: int) -> list[ModelPair] | None:
     """``n`` pairs of sequence views (one slot each) of ``pair``'s models, or None where a model
     has no multi-sequence context."""

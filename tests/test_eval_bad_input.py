@@ -167,3 +167,19 @@ def test_diagnose_report_survives_an_unwritable_figure(as_json: bool, tmp_path: 
         else:
             assert "verdict: " in proc.stdout
         assert not fig.exists()
+
+
+# --- --batch ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_eval_bad_batch_is_one_line(value: str, tmp_path: Path, fake_models: None) -> None:
+    proc = run_main(*eval_args(tmp_path / "run", "--batch", value))
+    assert_one_line_error(proc, "--batch must be an integer >= 1", value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_batch_runs_and_resumes(tmp_path: Path, fake_models: None) -> None:
+    out = tmp_path / "run"
+    proc = run_main(*eval_args(out, "--methods", "base,blendin", "--limit", "3", "--batch", "3",
+                               "--no-plots"))
+    assert proc.returncode == 0, proc.stderr
+    assert len((out / "records.jsonl").read_text().splitlines()) == 6

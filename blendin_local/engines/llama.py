@@ -337,6 +337,12 @@ class LlamaEngine:
             self._group = LlamaSequences(self, n)
         return list(self._group.views)
 
+    def max_sequences(self, share: float = 0.5) -> int:
+        """How many sequences of ``n_ctx`` tokens fit in ``share`` of the available memory."""
+        free = available_memory()
+        per_seq = max(self.kv_bytes(self.n_ctx), 1)
+        return 1 << 16 if free is None else int(share * free // per_seq)
+
     def kv_bytes(self, n_tokens: int) -> int:
         """Estimated KV cache size of ``n_tokens`` positions (f16 K and V in every layer; with
         ``swa_full`` a sliding-window layer holds every position too)."""
