@@ -154,6 +154,7 @@ def test_real_pair_batched_answers_differ_only_at_near_ties(real_pair, method: s
     for i, step in many:
         got[i].append(step)
     differ = 0
+    gaps = []
     for a, b in zip(one, got, strict=True):
         ta, tb = [x.token for x in a], [x.token for x in b]
         if ta == tb:
@@ -163,5 +164,7 @@ def test_real_pair_batched_answers_differ_only_at_near_ties(real_pair, method: s
                  min(len(ta), len(tb)) - 1)
         top = a[k].top  # the final distribution the token was drawn from
         gap = top[0].prob - top[1].prob if len(top) > 1 else 1.0
+        gaps.append(f"step {k}: gap {gap:.4f}")
         assert gap < NEAR_TIE, f"answers part at step {k} with a top-2 gap of {gap:.3f}"
-    print(f"\n{method}: {differ} of {len(convs)} greedy answers differ between B=1 and B=8")
+    print(f"\n{method}: {differ} of {len(convs)} greedy answers differ between B=1 and B=8 "
+          f"({'; '.join(gaps) or 'none'})")

@@ -194,6 +194,9 @@ class LlamaEngine:
                     n_batch=min(n_batch, n_ctx),
                     n_gpu_layers=n_gpu_layers,
                     n_threads=n_threads,
+                    # --threads N means N for batches too (llama-cpp-python's default for batches is
+                    # every core: oversubscribed when other work shares the machine)
+                    n_threads_batch=n_threads,
                     seed=seed,
                     logits_all=False,
                     swa_full=True,  # with False, a KV rollback "works" but gives wrong logits
