@@ -164,17 +164,24 @@ class _Scheduler:
         self.waiting = deque(enumerate(owner.conversations))
         self.active: dict[int, tuple[int, Generation, Generator[Step | Eval, None, None]]] = {}
         self.pending: dict[int, Eval] = {}
+        # each slot's driving model (the base, or the guide for the guide baseline), by group key
+        self.drivers: dict[int, int] = {}
 
     def run(self) -> Iterator[Event]:
         yield from self._fill()
         while self.pending:
             by_group: dict[int, list[int]] = {}
+            catch_up: set[int] = set()  # groups holding a request for a model that does not drive
             for slot, request in self.pending.items():
-                key = id(group_of(request.engine) or request.engine)
+                key = _key(request.engine)
                 by_group.setdefault(key, []).append(slot)
-            # The smallest group first: guide catch-ups of the answers at an intervention, so that
-            # those answers join the next base decode with all the others.
-            slots = min(by_group.values(), key=len)
+                if key != self.drivers[slot]:
+                    catch_up.add(key)
+            # Catch-ups first (the guide at the answers' interventions): those answers then join
+            # the next decode of the driving model with all the others, one decode per token.
+            key = max(catch_up, key=lambda k: len(by_group[k])) if catch_up else \
+                max(by_group, key=lambda k: len(by_group[k]))
+            slots = by_group[key]
             requests = {slot: self.pending.pop(slot) for slot in slots}
             failed: dict[int, ContextOverflowError] = {}
             for slot, r in requests.items():
@@ -192,6 +199,10 @@ class _Scheduler:
             slot = self.free.pop(0)
             index, conv = self.waiting.popleft()
             gen = Generation(self.slots[slot], conv, self.owner.settings)
+            pair = self.slots[slot]
+            driver = pair.base if gen.spec.drives == "base" else pair.guide
+            assert driver is not None
+            self.drivers[slot] = _key(driver)
             self.active[slot] = (index, gen, gen.events())
             self.owner._active_gens = [g for _, g, _ in self.active.values()]
             yield from self._resume(slot, None)
@@ -217,6 +228,11 @@ class _Scheduler:
         self.free.append(slot)
         self.owner._active_gens = [g for _, g, _ in self.active.values()]
         yield finished
+
+
+def _key(engine: Engine) -> int:
+    """Requests with the same key can share a decode: views of one multi-sequence context."""
+    return id(group_of(engine) or engine)
 
 
 def generate_many(pair: ModelPair, conversations: Sequence[Conversation],
