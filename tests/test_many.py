@@ -32,8 +32,8 @@ def pair_for(method: str) -> ModelPair:
 
 
 def settings(method: str, **kw: object) -> GenerationSettings:
-    return GenerationSettings(method=method, gamma=0.6, max_tokens=kw.pop("max_tokens", 24),  # type: ignore[arg-type]
-                              **kw)  # type: ignore[arg-type]
+    kw = {"gamma": 0.6, "max_tokens": 24, **kw}
+    return GenerationSettings(method=method, **kw)  # type: ignore[arg-type]
 
 
 def record(step: Step) -> dict[str, object]:
@@ -95,6 +95,17 @@ def test_the_scheduler_shares_decodes_between_answers(method: str) -> None:
     if method == "blendin":  # catch-ups at interventions share guide decodes too
         guide_group = pair.guide._group  # type: ignore[union-attr]
         assert max(guide_group.batch_sizes) > 1
+
+
+def test_answers_at_an_intervention_wait_for_the_guide_then_join_the_base_decode() -> None:
+    """One base decode per token for all answers: catch-ups run first, never the base for a few."""
+    convs = [Conversation.single(q) for q in QUESTIONS[:8]]
+    pair = pair_for("blendin")
+    many, _ = batched(pair, convs, settings("blendin", max_tokens=16, gamma=0.9), 8)
+    interventions = sum(r.interventions for r in many.results if r is not None)
+    assert interventions > 40  # most steps consult the guide
+    base_group = pair.base._group  # type: ignore[union-attr]
+    assert base_group.decodes <= 16  # the prompts, then one per token: 15 more at most
 
 
 @pytest.mark.parametrize("method", ["base", "blendin"])
