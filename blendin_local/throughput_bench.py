@@ -3,8 +3,8 @@
 The same eight greedy answers are decoded at B = 1, 4, 8 (``generate_many``) for ``base`` and
 ``blendin``, beside the limit: a bare argmax loop over the base's multi-sequence engine doing the same
 work (prompts, then one token per sequence per ``llama_decode``). Also today's one-answer path
-(``generate`` per conversation). Every configuration runs once per round, rounds interleaved, so the
-machine's drift hits all alike; only ratios measured in one run are compared.
+(``generate`` per conversation). Every configuration runs once per round, in reverse order every
+other round, so that the machine's drift hits all alike; only ratios of one run are compared.
 """
 
 from __future__ import annotations
@@ -119,8 +119,15 @@ def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int) -> dict[str
     single = {m: Rate() for m in METHODS}
     interventions = {m: 0 for m in METHODS}
     rss_b8 = 0.0
-    for _ in range(rounds):
-        for b in BATCHES:
+    for r in range(rounds):
+        # Odd rounds run the configurations in reverse order, so that a drift of the machine's
+        # load over the run does not favour the ones that come first.
+        order: list[int | None] = [None, *BATCHES]  # None: the one-answer path
+        for b in order if r % 2 == 0 else order[::-1]:
+            if b is None:
+                for m in METHODS:
+                    one_at_a_time(pair, m, max_tokens, single[m])
+                continue
             raw_decode(pair, b, max_tokens, raw[b])
             for m in METHODS:
                 n = batched(pair, m, b, max_tokens, many[m, b])
@@ -128,8 +135,6 @@ def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int) -> dict[str
                     interventions[m] += n
             if b == max(BATCHES):
                 rss_b8 = max(rss_b8, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2)
-        for m in METHODS:
-            one_at_a_time(pair, m, max_tokens, single[m])
     hi, lo = max(BATCHES), min(BATCHES)
     raw_ratio = raw[hi].per_s / raw[lo].per_s
     targets = [

@@ -19,10 +19,10 @@ from blendin_local.many import generate_many
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
-# Gemma-3-270M Q4_K_M: a token decoded beside 7 others vs alone (measured up to ~0.5 with 2
-# threads: quantised matmuls sum in a different order for another batch size).
+# Gemma-3-270M Q4_K_M: 4 prompts decoded in one batch vs each alone: max |Δlogit| measured 1.13
+# (1 thread; quantised matmuls take other kernels and summation orders for another batch shape).
 GEMMA_BATCH_TOL = 1.5
-NEAR_TIE = 0.05  # top-2 probability gap under which a batched answer may take the other token
+NEAR_TIE = 0.1  # top-2 gap under which a batched answer may take the other token (seen: <= 0.052)
 
 
 def single_logits(engine, ids) -> np.ndarray:
@@ -125,6 +125,7 @@ def test_gemma_views_in_one_batch_match_the_single_engine(real_pair):
     views = base.sequences(len(ids))
     views[0].group.eval_many(list(zip(views, ids, strict=True)))
     worst = max(maxdiff(v.logits(), r) for v, r in zip(views, refs, strict=True))
+    print(f"\nGemma, 4 prompts in one batch vs alone: max |Δlogit| = {worst:.4f}")
     assert worst < GEMMA_BATCH_TOL, worst
     for v, r in zip(views, refs, strict=True):
         assert int(np.argmax(v.logits())) == int(np.argmax(r))
