@@ -43,7 +43,8 @@ model_options = _stack(
     click.option("--n-gpu-layers", type=int, default=-1, show_default=True,
                  help="Layers to offload to the GPU (-1 = all; no effect on a CPU build)."),
     click.option("--threads", type=click.IntRange(min=1), default=None,
-                 help="CPU threads [default: llama.cpp's choice]."),
+                 help="CPU threads, for single tokens and batches alike [default: llama.cpp's "
+                      "choice: half the cores for single tokens, all for batches]."),
     click.option("--remote-api-key", envvar="BLENDIN_REMOTE_API_KEY", default=None,
                  help="Bearer key sent to a remote model's server (--base http://HOST:PORT/v1#MODEL) "
                       "[env: BLENDIN_REMOTE_API_KEY]."),

@@ -8,11 +8,12 @@ step sources take a :class:`Decoding`, so they depend on this module and never o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from . import blend
-from .engines.base import Engine, set_tokens
+from .engines.base import Engine, Requests, now, set_tokens_requests
 from .errors import ContextOverflowError
 from .output import OutputText
 from .pair import ModelPair, prompt_for
@@ -82,6 +83,10 @@ class Decoding:
 
     def prefill(self, engine: Engine, role: str) -> list[int]:
         """Put the prompt in ``engine``'s KV cache, evaluated in one go."""
+        return now(self.prefill_requests(engine, role))
+
+    def prefill_requests(self, engine: Engine, role: str) -> Requests[list[int]]:
+        """:meth:`prefill` as an evaluation request (a driver may batch it with other answers')."""
         t0 = time.perf_counter()
         prompt = prompt_for(engine, self.conv, role=role)
         ids = engine.tokenize(prompt.text, add_bos=prompt.add_bos)
@@ -90,7 +95,7 @@ class Decoding:
                 f"the prompt is {len(ids)} tokens for {engine.name}, which has a context of "
                 f"{engine.n_ctx}: shorten it or raise --n-ctx"
             )
-        self.cached_tokens = len(ids) - set_tokens(engine, ids)
+        self.cached_tokens = len(ids) - (yield from set_tokens_requests(engine, ids))
         self.prompt_tokens = len(ids)
         self.prefill_s += time.perf_counter() - t0
         return ids
@@ -129,21 +134,36 @@ class Decoding:
         ``provenance`` BASE records the probabilities as the base's, GUIDE as the guide's.
         """
         t0 = time.perf_counter()
-        p = blend.softmax(engine.logits())
-        token = self.sample(p, self.rng)
-        piece = engine.pieces()[token]
+        token, describe = self.own_choice(engine, index, provenance)
         if self.end_token(engine, token):
             self.stop_reason = StopReason.EOS
             text = self.output.finish()
         else:
-            text = self.push(b"" if token in engine.control_ids() else piece, index)
+            text = self.push(b"" if token in engine.control_ids() else engine.pieces()[token], index)
+        return describe(text, t_model, time.perf_counter() - t0)
+
+    def own_choice(
+        self, engine: Engine, index: int, provenance: Provenance
+    ) -> tuple[int, Callable[[str, float, float], Step]]:
+        """Sample ``engine``'s own next token; returns it and the function that describes the step
+        (from the text to show, the model's seconds and the seconds spent choosing)."""
+        p = blend.softmax(engine.logits())
+        token = self.sample(p, self.rng)
+        piece = engine.pieces()[token]
         top, chosen = float(p.max()), float(p[token])
         is_base = provenance is Provenance.BASE
-        return Step(
-            index=index, token=token, piece=piece, text=text, provenance=provenance,
-            intervened=False, b=top if is_base else None, g=None if is_base else top,
-            p_base_token=chosen if is_base else None, p_guide_token=None if is_base else chosen,
-            p_token=chosen, top=candidates(p, engine.pieces(), n) if (n := self.settings.final_top) else (),
-            t_base=t_model if is_base else 0.0, t_guide=0.0 if is_base else t_model,
-            t_blend=time.perf_counter() - t0,
-        )
+
+        def describe(text: str, t_model: float, t_choose: float) -> Step:
+            t0 = time.perf_counter()
+            n = self.settings.final_top
+            return Step(
+                index=index, token=token, piece=piece, text=text, provenance=provenance,
+                intervened=False, b=top if is_base else None, g=None if is_base else top,
+                p_base_token=chosen if is_base else None,
+                p_guide_token=None if is_base else chosen,
+                p_token=chosen, top=candidates(p, engine.pieces(), n) if n else (),
+                t_base=t_model if is_base else 0.0, t_guide=0.0 if is_base else t_model,
+                t_blend=t_choose + time.perf_counter() - t0,
+            )
+
+        return token, describe

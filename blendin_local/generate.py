@@ -7,10 +7,11 @@ come from its step source in the :mod:`methods` registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from .decoding import Decoding
 from .engines import is_remote
+from .engines.base import Eval, run_eval
 from .pair import ModelPair
 from .pair_check import check_pair
 from .prompts import Conversation
@@ -31,6 +32,24 @@ class Generation(Decoding):
         self._ended: float | None = None
 
     def __iter__(self) -> Iterator[Step]:
+        """The one-answer driver: each evaluation request runs at once."""
+        events = self.events()
+        try:
+            for event in events:
+                if isinstance(event, Eval):
+                    run_eval(event)
+                else:
+                    yield event
+        except KeyboardInterrupt:
+            if self.stop_reason is None:
+                self.stop_reason = StopReason.INTERRUPTED
+            raise
+        finally:
+            events.close()
+
+    def events(self) -> Generator[Step | Eval, None, None]:
+        """The steps of the answer and the evaluation requests between them, for a driver to run
+        (:meth:`__iter__` runs them at once; ``many.GenerationBatch`` batches many answers')."""
         self._started = time.perf_counter()
         # By default every generation starts from empty caches: reusing a previous prompt's KV
         # changes batch shapes, hence logits in the last bits, hence near-tie tokens (spec §3).
@@ -43,9 +62,12 @@ class Generation(Decoding):
                 keep = max(len(engine.tokens) - 1, 0) if self.settings.reuse_cache else 0
                 engine.rollback(keep)
         try:
-            for step in self._steps():
-                self.tally.add(step)
-                yield step
+            for event in self._steps():
+                if isinstance(event, Eval):
+                    yield event
+                    continue
+                self.tally.add(event)
+                yield event
                 if self._cancelled and self.stop_reason is None:
                     self.stop_reason = StopReason.CANCELLED
                 if self.stop_reason is not None:
@@ -92,7 +114,15 @@ class Generation(Decoding):
         own = max(seconds - waited - local_models - self.prefill_s, 0.0)
         return {**remote, "client_ms_per_token": round(1000 * own / max(self.tally.tokens, 1), 3)}
 
-    def _steps(self) -> Iterator[Step]:
+    @property
+    def batches(self) -> bool:
+        """Does this answer's step source leave every evaluation to its driver (so that many
+        answers can share batched decodes)?"""
+        driver = self.pair.base if self.spec.drives == "base" else self.pair.guide
+        return (self.settings.compat != "paper" and not is_remote(driver)
+                and self.spec.batches(self.settings))
+
+    def _steps(self) -> Iterator[Step | Eval]:
         """The method's step source for these settings and its driving model, local or on a server
         (checked by ``check_pair``)."""
         if self.settings.compat == "paper":  # the reference's own loop over two servers

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .engines.base import Engine, set_tokens
+from .engines.base import Engine, Requests, now, set_tokens_requests
 
 _WHITESPACE = frozenset(b" \n\t\r")
 _BACKOFF = 2  # never trust the last tokens: appended text can merge into them
@@ -81,12 +81,17 @@ class TextSync:
         The first call evaluates the prefix on its own first, timed as ``prefill_s`` (prompt
         processing, like the base's), then catches up with ``y``.
         """
+        return now(self.requests(y))
+
+    def requests(self, y: bytes) -> Requests[int]:
+        """:meth:`update` as evaluation requests (a driver may batch them with other answers')."""
         n = 0
         if not self.ids:
             t0 = time.perf_counter()
-            n = set_tokens(self.engine, self.engine.tokenize(self.prefix, add_bos=self.add_bos))
+            n = yield from set_tokens_requests(
+                self.engine, self.engine.tokenize(self.prefix, add_bos=self.add_bos))
             self.prefill_s = time.perf_counter() - t0
-        n += set_tokens(self.engine, self.canonical(y))
+        n += yield from set_tokens_requests(self.engine, self.canonical(y))
         self.evaluated += n
         return n
 

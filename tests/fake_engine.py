@@ -5,6 +5,7 @@ Tokenisation is greedy longest-match over the pieces, which makes it canonical a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -128,6 +129,54 @@ class FakeEngine:
 
     def top_logprobs(self, prompt: str, k: int) -> Position | None:
         return dense_top_logprobs(self, prompt, k)
+
+    def sequences(self, n: int) -> list[FakeSequence]:
+        """``n`` sequence views sharing one :class:`FakeGroup` (the multi-sequence interface of
+        ``LlamaEngine.sequences``); kept for the next call with the same ``n``."""
+        group = getattr(self, "_group", None)
+        if group is None or len(group.views) != n:
+            group = self._group = FakeGroup(self, n)
+        return list(group.views)
+
+
+class FakeGroup:
+    """The fake's multi-sequence context: ``eval_many`` counts one decode per call and records
+    how many sequences it held (the logits depend on each sequence's tokens only, as they should)."""
+
+    def __init__(self, engine: FakeEngine, n: int) -> None:
+        self.views = tuple(FakeSequence(engine, self, i) for i in range(n))
+        self.decodes = 0
+        self.batch_sizes: list[int] = []
+
+    def eval_many(self, requests: Sequence[tuple[FakeEngine, Sequence[int]]]) -> None:
+        for view, ids in requests:
+            if not isinstance(view, FakeSequence) or view.group is not self:
+                raise ValueError("eval_many takes views of this group only")
+            if len(view._tokens) + len(ids) > view.n_ctx:
+                raise ContextOverflowError(f"{view.name}: context of {view.n_ctx} exceeded")
+        self.decodes += 1
+        self.batch_sizes.append(len(requests))
+        for view, ids in requests:
+            FakeEngine.eval(view, ids)
+
+
+class FakeSequence(FakeEngine):
+    """One sequence of a :class:`FakeGroup`: the engine's vocabulary and logits, its own tokens."""
+
+    def __init__(self, engine: FakeEngine, group: FakeGroup, seq: int) -> None:  # noqa: D107
+        self.__dict__.update(copy.copy(engine.__dict__))
+        self.__dict__.pop("_group", None)
+        self.group = group
+        self.seq = seq
+        self._tokens = []
+        self._last = None
+        self.eval_calls = self.evaluated_tokens = 0
+
+    def eval(self, ids: Sequence[int]) -> None:
+        self.group.eval_many([(self, ids)])
+
+    def sequences(self, n: int) -> list[FakeSequence]:
+        raise TypeError("a sequence view has no sequences of its own")
 
 
 def peaked(n_vocab: int, favourites: dict[int, float], floor: float = 0.0) -> NDArray[np.float32]:

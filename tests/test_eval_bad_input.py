@@ -207,3 +207,19 @@ def test_diagnose_takes_a_gamma_above_one_as_generate_does(tmp_path: Path,
                     "--figure", str(tmp_path / "d.png"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["gamma"] == 1.5
+
+
+# --- --batch ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_eval_bad_batch_is_one_line(value: str, tmp_path: Path, fake_models: None) -> None:
+    proc = run_main(*eval_args(tmp_path / "run", "--batch", value))
+    assert_one_line_error(proc, "--batch must be an integer >= 1", value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_batch_runs_and_resumes(tmp_path: Path, fake_models: None) -> None:
+    out = tmp_path / "run"
+    proc = run_main(*eval_args(out, "--methods", "base,blendin", "--limit", "3", "--batch", "3",
+                               "--no-plots"))
+    assert proc.returncode == 0, proc.stderr
+    assert len((out / "records.jsonl").read_text().splitlines()) == 6

@@ -287,7 +287,7 @@ def test_eval_command_interrupted_then_resumed(tmp_path: Path, fake_models: dict
     out = tmp_path / "run"
     args = ["--task", "gsm8k", "--data", str(GSM), "--methods", "base,blendin",
             "--max-tokens", "40", "--out", str(out), "--no-plots"]
-    fake_models["interrupt"] = Interrupt(at_call=60)
+    fake_models["interrupt"] = Interrupt(at_call=150)  # some answers of the first batch are done
     result = invoke(*args)
     assert result.exit_code == commands.EXIT_INTERRUPTED
     n = len(lines(out / "records.jsonl"))
@@ -326,3 +326,56 @@ def test_eval_help_lists_list_options() -> None:
                 "--max-tokens", "--base", "--guide", "--temperature"):
         assert opt in result.output
     assert "--method " not in result.output  # the single-method option is not offered
+
+
+# --- --batch: many answers at once ----------------------------------------------------------------
+STABLE = ("method", "setting", "item", "text", "prediction", "correct", "tokens", "interventions",
+          "stop_reason", "alphas", "error")
+
+
+def stable(records: list[dict[str, Any]]) -> dict[Any, tuple[Any, ...]]:
+    return {record_key(r): tuple(r[k] for k in STABLE) for r in records}
+
+
+@pytest.mark.parametrize("batch", [2, 4, 8])
+def test_batched_eval_writes_the_records_of_one_at_a_time(tmp_path: Path, batch: int) -> None:
+    one = RecordStore(tmp_path / "one")
+    assert run(one, make_pair, batch=1) == 15
+    many = RecordStore(tmp_path / "many")
+    notes: list[str] = []
+    assert run(many, make_pair, batch=batch, note=notes.append) == 15
+    one.close()
+    many.close()
+    a = [json.loads(x) for x in lines(one.path)]
+    b = [json.loads(x) for x in lines(many.path)]
+    assert stable(a) == stable(b) and not notes
+
+
+def test_batched_eval_interrupted_loses_at_most_the_answers_in_flight(tmp_path: Path) -> None:
+    interrupt = Interrupt()
+    written: list[dict[str, Any]] = []
+
+    def after(record: dict[str, Any]) -> None:
+        written.append(record)
+        if len(written) == 7:
+            interrupt.armed = True
+
+    store = RecordStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run(store, lambda: make_pair(interrupt), after=after, batch=4)
+    store.close()
+    assert len(lines(store.path)) == 7
+    store2 = RecordStore(tmp_path)
+    assert run(store2, make_pair, batch=4) == 8  # resuming: only what is missing, in any order
+    store2.close()
+    assert len({record_key(json.loads(x)) for x in lines(store2.path)}) == 15
+
+
+def test_batched_eval_of_a_method_that_evaluates_by_itself_says_so(tmp_path: Path) -> None:
+    notes: list[str] = []
+    items = load_items(GSM, "gsm8k")
+    store = RecordStore(tmp_path)
+    n = run_plan("gsm8k", items, [Setting("nudging", 0.4)], store, base_settings=SETTINGS,
+                 load_pair=make_pair, batch=4, note=notes.append)
+    assert n == len(items)
+    assert len(notes) == 1 and "one answer at a time" in notes[0] and "nudging" in notes[0]

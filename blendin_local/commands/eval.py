@@ -21,6 +21,7 @@ from ..evaluation.records import RecordStore, check_manifest
 from ..evaluation.runner import (
     build_grid,
     parse_alphas,
+    parse_batch,
     parse_gammas,
     parse_methods,
     plan_keys,
@@ -82,19 +83,25 @@ def _console(stderr: bool = False) -> Any:
 @click.option("--system", type=TEXT, default=REFERENCE_SYSTEM, show_default=True,
               help="System prompt.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG figures.")
+@click.option("--batch", default=None, metavar="N",
+              help="Answers decoded together (one llama_decode per token for all of them; each "
+                   "holds its own KV cache of --n-ctx tokens). Default: 8, or fewer if their KV "
+                   "caches would take over half the available memory.")
 @model_options
 @shared_decoding_options
 def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, limit: int | None,
-                 out: Path, on_bad_row: str, system: str, plots: bool, **opts: Any) -> None:
+                 out: Path, on_bad_row: str, system: str, plots: bool, batch: str | None,
+                 **opts: Any) -> None:
     """Score methods on a benchmark file; re-running the same command resumes where it stopped.
 
     One JSONL record per (method, setting, item) is written as soon as it exists, so Ctrl-C
-    loses at most the answer in flight. Example:
+    loses at most the answers in flight (--batch of them). Example:
 
     \b
       blendin-local eval --task gsm8k --data test.jsonl \\
         --methods base,guide,blendin --gamma 0.2,0.3,0.4 --limit 100 --out runs/gsm8k
     """
+    batch_size = parse_batch(batch)
     method_list = parse_methods(methods)
     grid = build_grid(method_list, parse_gammas(gammas), parse_alphas(alphas))
     base_settings = settings_from_options({**opts, "method": "blendin", "gamma": 0.4,
@@ -115,7 +122,7 @@ def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, 
     todo = [k for k in keys if k not in store]
     try:
         if todo:
-            _run_with_progress(task, items, grid, store, base_settings, opts, system,
+            _run_with_progress(task, items, grid, store, base_settings, opts, system, batch_size,
                                done=len(keys) - len(todo), total=len(keys))
         else:
             click.echo(f"all {len(keys)} answers already in {store.path}; summarising", err=True)
@@ -133,8 +140,8 @@ def eval_command(data: Path, task: str, methods: str, gammas: str, alphas: str, 
 
 
 def _run_with_progress(task: str, items: list[Any], grid: list[Any], store: RecordStore,
-                       base_settings: Any, opts: dict[str, Any], system: str, *, done: int,
-                       total: int) -> None:
+                       base_settings: Any, opts: dict[str, Any], system: str,
+                       batch: int | None, *, done: int, total: int) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -164,8 +171,8 @@ def _run_with_progress(task: str, items: list[Any], grid: list[Any], store: Reco
             progress.update(bar, advance=1, score=f"this run: {right['ok']}/{right['n']} right")
 
         run_plan(task, items, grid, store, base_settings=base_settings,
-                 load_pair=lambda: pair_from_options(opts, need), system=system,
-                 before=before, after=after)
+                 load_pair=lambda: pair_from_options(opts, need), system=system, batch=batch,
+                 before=before, after=after, note=_warn)
         progress.update(bar, description="done")
 
 

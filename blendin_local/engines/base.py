@@ -10,9 +10,10 @@ compares the two once. Both give :meth:`Scorer.top_logprobs`. Token text is alwa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,6 +52,8 @@ class Capabilities:
         """Can it report ``k`` alternatives per position?"""
         return self.top_logprobs is None or self.top_logprobs >= k
 
+
+T = TypeVar("T")
 
 LOCAL = Capabilities(dense_logits=True, kv_cache=True, top_logprobs=None, token_id_prompts=True,
                      chunked_generation=False, vocabulary=True)
@@ -184,14 +187,85 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
-def set_tokens(engine: Engine, ids: Sequence[int]) -> int:
-    """Make the KV cache hold exactly ``ids`` with fresh logits for the last one.
+@dataclass(eq=False)
+class Eval:
+    """A request a step source yields instead of calling ``engine.eval(ids)`` itself: the driver
+    runs it at once (one answer) or together with other answers' requests in one batched decode
+    (:mod:`blendin_local.driver`). When the source resumes, ``engine.logits()`` is the row after
+    ``ids`` and ``seconds`` is how long it waited for it."""
 
-    Keeps the longest common prefix, rolls back the rest and evaluates the new suffix in one batch;
-    evaluates nothing only when the cache holds ``ids`` and its logits row is theirs (after a
-    rollback to exactly ``ids``, the row is a later position's: the last one is evaluated again).
-    Returns the number of tokens evaluated.
-    """
+    engine: Engine
+    ids: Sequence[int]
+    seconds: float = field(default=0.0)
+
+
+Requests = Generator[Eval, None, T]  # yields evaluation requests, returns its result
+
+
+class SequenceGroup(Protocol):
+    """Several sequences of one model in one context (``Engine.sequences``): one ``eval_many``
+    evaluates pending tokens of many of them in one decode."""
+
+    def eval_many(self, requests: Sequence[tuple[Engine, Sequence[int]]]) -> None:
+        """Append each request's ids to its sequence, all in one batch where they fit."""
+        ...
+
+
+def sequences_of(engine: Engine, n: int) -> list[Engine] | None:
+    """``n`` sequence views of ``engine`` sharing one multi-sequence context (each one an
+    :class:`Engine`), or None where the engine has no such context (a server, an older fake)."""
+    make = getattr(engine, "sequences", None)
+    return None if make is None else list(make(n))
+
+
+def group_of(engine: Engine) -> SequenceGroup | None:
+    """The multi-sequence context ``engine`` is a view of (None: a stand-alone engine)."""
+    return getattr(engine, "group", None)
+
+
+def run_eval(request: Eval) -> None:
+    """Run one request now (the one-answer driver)."""
+    t0 = time.perf_counter()
+    if request.ids:
+        request.engine.eval(request.ids)
+    request.seconds = time.perf_counter() - t0
+
+
+def run_evals(requests: Iterable[Eval]) -> None:
+    """Run requests together: those on views of one multi-sequence context in one ``eval_many``,
+    the others one by one. Each request's ``seconds`` is its group's time."""
+    groups: dict[int, list[Eval]] = {}
+    alone: list[Eval] = []
+    owners: dict[int, SequenceGroup] = {}
+    for r in requests:
+        group = group_of(r.engine)
+        if group is None or not r.ids:
+            alone.append(r)
+        else:
+            groups.setdefault(id(group), []).append(r)
+            owners[id(group)] = group
+    for r in alone:
+        run_eval(r)
+    for key, rs in groups.items():
+        t0 = time.perf_counter()
+        owners[key].eval_many([(r.engine, r.ids) for r in rs])
+        seconds = time.perf_counter() - t0
+        for r in rs:
+            r.seconds = seconds
+
+
+def now(requests: Requests[T]) -> T:
+    """Run a request generator to its end, each request at once; returns its result."""
+    while True:
+        try:
+            request = next(requests)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        run_eval(request)
+
+
+def set_tokens_requests(engine: Engine, ids: Sequence[int]) -> Requests[int]:
+    """:func:`set_tokens` as requests: rolls back now, yields the evaluation of the new suffix."""
     if not ids:
         raise ValueError("set_tokens needs at least one token")
     current = engine.tokens
@@ -201,8 +275,19 @@ def set_tokens(engine: Engine, ids: Sequence[int]) -> int:
     # To re-read the distribution at the last position, that position must be evaluated again.
     keep = min(keep, len(ids) - 1)
     engine.rollback(keep)
-    engine.eval(ids[keep:])
+    yield Eval(engine, list(ids[keep:]))
     return len(ids) - keep
+
+
+def set_tokens(engine: Engine, ids: Sequence[int]) -> int:
+    """Make the KV cache hold exactly ``ids`` with fresh logits for the last one.
+
+    Keeps the longest common prefix, rolls back the rest and evaluates the new suffix in one batch;
+    evaluates nothing only when the cache holds ``ids`` and its logits row is theirs (after a
+    rollback to exactly ``ids``, the row is a later position's: the last one is evaluated again).
+    Returns the number of tokens evaluated.
+    """
+    return now(set_tokens_requests(engine, ids))
 
 
 @dataclass(frozen=True)

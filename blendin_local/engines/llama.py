@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import ContextOverflowError, ModelFileError
+from ..errors import ContextOverflowError, ModelFileError, UsageError
 from ..gguf_check import check_gguf
 from .base import LOCAL, EngineKind, Position, dense_top_logprobs
 
@@ -242,6 +242,9 @@ class LlamaEngine:
                     n_batch=min(n_batch, n_ctx),
                     n_gpu_layers=n_gpu_layers,
                     n_threads=n_threads,
+                    # --threads N means N for batches too (llama-cpp-python's default for batches is
+                    # every core: oversubscribed when other work shares the machine)
+                    n_threads_batch=n_threads,
                     seed=seed,
                     logits_all=False,
                     swa_full=True,  # with False, a KV rollback "works" but gives wrong logits
@@ -269,6 +272,7 @@ class LlamaEngine:
         self._controls: frozenset[int] | None = None
         self._eog: frozenset[int] | None = None
         self._ready = False  # logits() is the row after the last cached token
+        self._group: LlamaSequences | None = None
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -383,8 +387,242 @@ class LlamaEngine:
         self._ready = False
         return ids, (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
 
+    # --- many sequences ------------------------------------------------------------------------
+    def sequences(self, n: int) -> list[LlamaSequence]:
+        """``n`` sequence views of this model in one context with ``n_seq_max = n`` (each an
+        :class:`~blendin_local.engines.base.Engine` with its own KV of ``n_ctx`` tokens); their
+        group's ``eval_many`` decodes pending tokens of several in one ``llama_decode``. The
+        context is kept for the next call with the same ``n``, else replaced."""
+        if self._group is None or len(self._group.views) != n:
+            if self._group is not None:
+                self._group.close()
+                self._group = None
+            self._group = LlamaSequences(self, n)
+        return list(self._group.views)
+
+    def max_sequences(self, share: float = 0.5) -> int:
+        """How many sequences of ``n_ctx`` tokens fit in ``share`` of the available memory."""
+        free = available_memory()
+        per_seq = max(self.kv_bytes(self.n_ctx), 1)
+        return 1 << 16 if free is None else int(share * free // per_seq)
+
+    def kv_bytes(self, n_tokens: int) -> int:
+        """Estimated KV cache size of ``n_tokens`` positions (f16 K and V in every layer; with
+        ``swa_full`` a sliding-window layer holds every position too)."""
+        lib, model = self._lib, self._llm._model.model
+        arch = self.metadata.get("general.architecture", "")
+        n_head = max(int(lib.llama_model_n_head(model)), 1)
+        head = int(lib.llama_model_n_embd(model)) // n_head
+        k = int(self.metadata.get(f"{arch}.attention.key_length", head))
+        v = int(self.metadata.get(f"{arch}.attention.value_length", head))
+        per_token = int(lib.llama_model_n_layer(model)) * int(lib.llama_model_n_head_kv(model)) * (k + v) * 2
+        return n_tokens * per_token
+
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         self._llm.close()
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class LlamaSequences:
+    """One llama.cpp context holding ``n`` sequences of ``engine``'s model (weights shared).
+
+    Each sequence has its own KV stream of the engine's ``n_ctx`` positions (``kv_unified`` off:
+    measured faster for unrelated prompts, and a long answer cannot starve the others), and
+    ``swa_full`` as for the single engine (spec §9). Logits rows are read zero-copy; a sequence
+    whose row the next decode would overwrite gets a copy first (:meth:`eval_many`), so each
+    view's ``logits()`` stays valid until its own next ``eval``.
+    """
+
+    def __init__(self, engine: LlamaEngine, n: int) -> None:
+        if n < 1:
+            raise UsageError(f"the number of sequences must be >= 1, got {n}")
+        lib = engine._lib
+        self._lib = lib
+        self.engine = engine
+        need = engine.kv_bytes(engine.n_ctx * n)
+        free = available_memory()
+        if free is not None and need > 0.8 * free:
+            raise UsageError(
+                f"{n} sequences of {engine.n_ctx} tokens need ~{need / 2**30:.1f} GiB of KV cache "
+                f"for {engine.name}, but {free / 2**30:.1f} GiB of memory is available: lower "
+                "--batch or --n-ctx"
+            )
+        params = lib.llama_context_params.from_buffer_copy(engine._llm.context_params)
+        params.n_seq_max = n
+        params.n_ctx = engine.n_ctx * n
+        params.kv_unified = False
+        params.swa_full = True  # with False, a KV rollback "works" but gives wrong logits
+        self.n_batch = int(params.n_batch)
+        with _quiet_stderr():
+            self.ctx = lib.llama_init_from_model(engine._llm._model.model, params)
+        if not self.ctx:
+            raise ModelFileError(f"{engine.name}: llama.cpp could not create a context of {n} "
+                                 f"sequences × {engine.n_ctx} tokens")
+        self.n_ctx_seq = min(engine.n_ctx, int(lib.llama_n_ctx_seq(self.ctx)))
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        self.n_vocab = engine.n_vocab
+        self.views = tuple(LlamaSequence(self, i) for i in range(n))
+        self.decodes = 0  # llama_decode calls, for tests and benchmarks
+
+    def row(self, i: int) -> NDArray[np.float32]:
+        """Zero-copy view of the logits of batch row ``i`` of the last decode."""
+        ptr = self._lib.llama_get_logits_ith(self.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def remove(self, seq: int, start: int) -> None:
+        """Drop KV positions >= ``start`` of sequence ``seq``."""
+        if not self._lib.llama_memory_seq_rm(self.memory, seq, start, -1):
+            raise RuntimeError(f"llama.cpp could not roll sequence {seq} back to {start}")
+
+    def eval_many(self, requests: Sequence[tuple[object, Sequence[int]]],
+                  *, all_rows: bool = False) -> list[NDArray[np.float32]]:
+        """Append each request's ids to its sequence (views of this group), as few
+        ``llama_decode`` calls as ``n_batch`` allows, with a logits row for each sequence's last
+        id. With ``all_rows``: copies of every id's row, per request (``eval_logits``)."""
+        work: list[tuple[LlamaSequence, list[int]]] = []
+        for v, ids in requests:
+            if not isinstance(v, LlamaSequence) or v.group is not self:
+                raise ValueError("eval_many takes views of this group only")
+            v.check_room(len(ids))
+            if ids:
+                work.append((v, list(ids)))
+        views = [v for v, _ in work]
+        for other in self.views:  # rows the next decode overwrites, still wanted
+            if other not in views:
+                other.keep_row()
+        for v in views:  # their old rows are stale from now on
+            v._row = v._kept = None
+        flat = [(v, pos, t, j == len(ids) - 1)
+                for v, ids in work for j, (pos, t) in enumerate(enumerate(ids, len(v._tokens)))]
+        out: list[list[NDArray[np.float32]]] = [[] for _ in work]
+        index = {id(v): k for k, v in enumerate(views)}
+        b, lib = self.batch, self._lib
+        for start in range(0, len(flat), self.n_batch):
+            chunk = flat[start : start + self.n_batch]
+            if start:  # the previous chunk's rows are about to be overwritten
+                for v in views:
+                    v.keep_row()
+            b.n_tokens = len(chunk)
+            for i, (v, pos, t, last) in enumerate(chunk):
+                b.token[i] = t
+                b.pos[i] = pos
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = v.seq
+                b.logits[i] = all_rows or last
+            rc = lib.llama_decode(self.ctx, b)
+            self.decodes += 1
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}) on {len(chunk)} tokens")
+            for i, (v, _, t, last) in enumerate(chunk):
+                v._tokens.append(t)
+                if all_rows:
+                    out[index[id(v)]].append(self.row(i).copy())
+                if last:
+                    v._row, v._kept = i, None
+        return [np.stack(rows) if rows else np.empty((0, self.n_vocab), np.float32)
+                for rows in out]
+
+    def close(self) -> None:
+        if self.ctx:
+            self._lib.llama_batch_free(self.batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+            for v in self.views:
+                v._row = None
+
+
+class LlamaSequence:
+    """One sequence of a :class:`LlamaSequences` context: an
+    :class:`~blendin_local.engines.base.Engine` (vocabulary from its model's engine)."""
+
+    capabilities = LOCAL
+
+    def __init__(self, group: LlamaSequences, seq: int) -> None:
+        engine = group.engine
+        self.group = group
+        self.seq = seq
+        self._engine = engine
+        self.name = engine.name
+        self.path = engine.path
+        self.n_ctx = group.n_ctx_seq
+        self.n_vocab = engine.n_vocab
+        self.bos_id = engine.bos_id
+        self.eos_id = engine.eos_id
+        self.add_bos = engine.add_bos
+        self.metadata = engine.metadata
+        self.chat_template = engine.chat_template
+        self._tokens: list[int] = []
+        self._row: int | None = None  # batch row of this sequence's logits in the last decode
+        self._kept: NDArray[np.float32] | None = None  # a copy, once another decode came
+
+    def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        return self._engine.tokenize(text, add_bos=add_bos, special=special)
+
+    def pieces(self) -> list[bytes]:
+        return self._engine.pieces()
+
+    def control_ids(self) -> frozenset[int]:
+        return self._engine.control_ids()
+
+    def eog_ids(self) -> frozenset[int]:
+        return self._engine.eog_ids()
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self._tokens)
+
+    def check_room(self, n_new: int) -> None:
+        if len(self._tokens) + n_new > self.n_ctx:
+            raise ContextOverflowError(
+                f"{self.name}: {len(self._tokens) + n_new} tokens do not fit the context of "
+                f"{self.n_ctx} (raise --n-ctx or shorten the prompt)"
+            )
+
+    def keep_row(self) -> None:
+        if self._row is not None:
+            self._kept = self.group.row(self._row).copy()
+            self._row = None
+
+    def eval(self, ids: Sequence[int]) -> None:
+        self.group.eval_many([(self, ids)])
+
+    def rollback(self, n: int) -> None:
+        if n < len(self._tokens) or n == 0:
+            self.group.remove(self.seq, n)
+            del self._tokens[n:]
+        self._row = self._kept = None
+
+    @property
+    def logits_ready(self) -> bool:
+        return self._row is not None or self._kept is not None
+
+    def logits(self) -> NDArray[np.float32]:
+        if self._kept is not None:
+            return self._kept
+        if self._row is None:
+            raise RuntimeError(f"{self.name}[{self.seq}]: logits read before an eval")
+        return self.group.row(self._row)
+
+    def eval_logits(self, ids: Sequence[int]) -> NDArray[np.float32]:
+        return self.group.eval_many([(self, ids)], all_rows=True)[0]
+
+    def top_logprobs(self, prompt: str, k: int) -> Position | None:
+        return dense_top_logprobs(self, prompt, k)
 
 
 KIND = EngineKind(name="local", spelling="a catalog name, a GGUF path or a fetched hf: reference",

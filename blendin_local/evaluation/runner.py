@@ -13,11 +13,12 @@ from typing import Any
 
 from .. import limits
 from ..errors import ContextOverflowError, UsageError
-from ..generate import generate
+from ..many import Finished, fitting_batch, generate_many
 from ..methods import METHODS
 from ..pair import ModelPair
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from ..settings import GenerationSettings, parse_alpha
+from ..steps import Result
 from .datasets import Item
 from .records import Key, RecordStore
 from .scoring import extract_choice, extract_number, is_refusal, numbers_match
@@ -89,6 +90,19 @@ def parse_gammas(value: str, option: str = "--gamma") -> list[float]:
     return list(dict.fromkeys(gammas))
 
 
+def parse_batch(value: str | None) -> int | None:
+    """``--batch``: an integer >= 1 (None: the default, chosen once the models are loaded)."""
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"--batch must be an integer >= 1, got {value!r}") from None
+    if n < 1:
+        raise UsageError(f"--batch must be an integer >= 1, got {value!r}")
+    return n
+
+
 def parse_alphas(value: str) -> list[float | None]:
     return list(dict.fromkeys(parse_alpha(v) for v in parse_list("--alpha", value)))
 
@@ -135,13 +149,20 @@ def run_plan(
     base_settings: GenerationSettings,
     load_pair: Callable[[], ModelPair],
     system: str = REFERENCE_SYSTEM,
+    batch: int | None = 1,
     before: Callable[[Setting, Item], None] = lambda s, it: None,
     after: Callable[[dict[str, Any]], None] = lambda r: None,
+    note: Callable[[str], None] = lambda m: None,
 ) -> int:
     """Answer every (setting, item) not in ``store``; returns how many records it wrote.
 
-    ``load_pair`` runs only when there is work left, so a finished run never loads a model.
-    A ``KeyboardInterrupt`` propagates; every record written before it is already on disk.
+    ``batch`` answers of one setting are decoded together (``generate_many``; None: as many as
+    ``many.fitting_batch`` allows, at most 8); each record is
+    written as soon as its answer ends, so records of a batch arrive in the order the answers
+    finish (the store is keyed by (method, setting, item): resuming does not depend on order).
+    ``note`` hears why a setting runs one answer at a time anyway (a method that evaluates by
+    itself). ``load_pair`` runs only when there is work left, so a finished run never loads a
+    model. A ``KeyboardInterrupt`` propagates; every record written before it is already on disk.
     """
     from dataclasses import replace
 
@@ -151,41 +172,49 @@ def run_plan(
         gs = replace(base_settings, method=setting.method,
                      gamma=base_settings.gamma if setting.gamma is None else setting.gamma,
                      alpha=setting.alpha)
-        for item in items:
-            if (setting.method, setting.key, item.id) in store:
+        todo = [it for it in items if (setting.method, setting.key, it.id) not in store]
+        if not todo:
+            continue
+        if pair is None:
+            pair = load_pair()
+        if batch is None:
+            batch = fitting_batch(pair)
+        convs = [Conversation.single(it.prompt, system=system, plain=QA_FORMAT) for it in todo]
+        many = generate_many(pair, convs, gs, batch=batch)
+        if many.note and batch > 1:
+            note(f"{setting.label}: {many.note}")
+        alphas: list[list[float]] = [[] for _ in todo]
+        before(setting, todo[0])
+        for event in many.stream():
+            if not isinstance(event, Finished):
+                index, step = event
+                if step.alpha is not None:
+                    alphas[index].append(round(step.alpha, 4))
                 continue
-            if pair is None:
-                pair = load_pair()
-            before(setting, item)
-            record = answer_one(pair, task, item, setting, gs, system)
+            item = todo[event.index]
+            record = answer_record(task, item, setting, event.result, alphas[event.index],
+                                   event.error)
             store.append(record)
             written += 1
             after(record)
+            if event.index + 1 < len(todo):
+                before(setting, todo[min(event.index + batch, len(todo) - 1)])
     return written
 
 
-def answer_one(
-    pair: ModelPair, task: str, item: Item, setting: Setting, gs: GenerationSettings, system: str
-) -> dict[str, Any]:
-    """Generate and score one answer; a prompt too long for the context is recorded as an error
+def answer_record(task: str, item: Item, setting: Setting, r: Result | None,
+                  alphas: list[float], error: ContextOverflowError | None) -> dict[str, Any]:
+    """The scored record of one answer; a prompt too long for the context is recorded as an error
     (and counts as wrong) rather than ending the run."""
-    conv = Conversation.single(item.prompt, system=system, plain=QA_FORMAT)
     record: dict[str, Any] = {
         "method": setting.method, "setting": setting.key, "item": item.id, "task": task,
         "gamma": setting.gamma, "alpha": setting.alpha_label if setting.gamma is not None else None,
         "line": item.line, "category": item.category, "question": item.question,
         "answer": item.answer,
     }
-    alphas: list[float] = []
-    try:
-        gen = generate(pair, conv, gs)
-        for step in gen:
-            if step.alpha is not None:
-                alphas.append(round(step.alpha, 4))
-    except ContextOverflowError as exc:
+    if error is not None or r is None:
         return {**record, "prediction": None, "correct": False, "text": "", "tokens": 0,
-                "error": str(exc)}
-    r = gen.result
+                "error": str(error)}
     return {
         **record,
         **score(task, item, r.text),

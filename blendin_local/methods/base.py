@@ -14,6 +14,7 @@ SPEC = MethodSpec(
     colour="#555555",
     replays=True,
     replays_text=True,
+    driven=frozenset({"full"}),
     steps={"full": base_driven_steps},
     remote_steps={"full": ignoring_spec(remote_base_steps)},
     rank=1,

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from .. import blend
 from ..decoding import candidates
+from ..engines.base import Requests, now
 from ..pair import ModelPair, prompt_for
 from ..projection import Projection
 from ..prompts import Conversation
@@ -33,7 +34,8 @@ class Decision:
     alpha: float | None = None
     q_guide: F32 | None = None
     approx_mass: float | None = None
-    t_guide: float = 0.0
+    t_guide: float = 0.0  # the guide's evaluations and NumPy
+    t_waited: float = 0.0  # suspended while other answers' requests ran (batched driving)
 
 
 class Decider:
@@ -71,41 +73,54 @@ class Decider:
         cap = self.settings.cap
         return not (cap is not None and index >= CAP_WARMUP and self.interventions / index >= cap)
 
-    def _guide_distribution(self, sync: TextSync, y: bytes) -> tuple[F32, F32]:
-        """Catch the guide up with ``y``; returns (p_guide over its vocab, q over base vocab)."""
-        sync.update(y)
+    def _guide_distribution(
+        self, sync: TextSync, y: bytes
+    ) -> Requests[tuple[F32, F32, float, float]]:
+        """Catch the guide up with ``y`` (as requests); returns (p_guide over its vocab, q over
+        base vocab, seconds of guide work: its evaluations and this NumPy, seconds waited for
+        other answers' requests)."""
+        t0 = time.perf_counter()
+        waited = 0.0
+        catch_up = sync.requests(y)
+        for request in catch_up:
+            t1 = time.perf_counter()
+            yield request
+            waited += time.perf_counter() - t1 - request.seconds
         p = blend.softmax(sync.engine.logits())
         projection = self.projection
         assert projection is not None
         if sync.lstrip_answer and not y.strip():
             projection = self._start_projection
         elif projection.identity:
-            return p, p
+            return p, p, time.perf_counter() - t0 - waited, waited
         q, _ = projection.apply(p)
-        return p, q
+        return p, q, time.perf_counter() - t0 - waited, waited
 
     def decide(self, base_logits: F32, y: bytes, index: int) -> Decision:
+        """One decision, evaluating the guide (where the gate opens) at once."""
+        return now(self.decide_requests(base_logits, y, index))
+
+    def decide_requests(self, base_logits: F32, y: bytes, index: int) -> Requests[Decision]:
+        """:meth:`decide`, yielding the guide's catch-up as evaluation requests."""
         p_base = blend.softmax(base_logits)
         b = float(p_base.max())
         if not self.gate_open(p_base, index):
             return Decision(p_base, p_base, False, b)
         self.interventions += 1
         assert self.guide_sync is not None
-        t0 = time.perf_counter()
-        p_guide, q_guide = self._guide_distribution(self.guide_sync, y)
+        p_guide, q_guide, t_guide, waited = yield from self._guide_distribution(self.guide_sync, y)
         g = float(p_guide.max())
         approx = float(p_guide[self._approx].sum()) if self._approx.any() else 0.0
         if self.anti_sync is not None:  # proxy-tuning: the guide's offset from its untuned self
-            _, q_anti = self._guide_distribution(self.anti_sync, y)
-            t_guide = time.perf_counter() - t0
+            _, q_anti, t_anti, waited_anti = yield from self._guide_distribution(self.anti_sync, y)
             probs = blend.proxy_combine(p_base, q_guide, q_anti)
-            return Decision(probs, p_base, True, b, g, None, q_guide, approx, t_guide)
-        t_guide = time.perf_counter() - t0
+            return Decision(probs, p_base, True, b, g, None, q_guide, approx, t_guide + t_anti,
+                            waited + waited_anti)
         alpha = self.settings.alpha
         if alpha is None:
             alpha = blend.auto_alpha(b, g, float(p_base[int(np.argmax(q_guide))]))
         probs = blend.blend(p_base, q_guide, alpha)
-        return Decision(probs, p_base, True, b, g, alpha, q_guide, approx, t_guide)
+        return Decision(probs, p_base, True, b, g, alpha, q_guide, approx, t_guide, waited)
 
     @staticmethod
     def overlaps(p_base: F32, q_guide: F32) -> tuple[float, float]:

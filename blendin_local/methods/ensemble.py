@@ -22,6 +22,7 @@ SPEC = MethodSpec(
     projects=True,
     replays=True,
     replays_text=True,
+    driven=frozenset({"full"}),
     steps={"full": base_driven_steps, "top100": ignoring_spec(top100_steps)},
     remote_steps={"top100": ignoring_spec(remote_base_steps)},
     reads_guide_text=frozenset({"top100"}),

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from ..decoding import Decoding
-from ..steps import Provenance, Step
+from ..driver import Event, own_chooser, token_steps
+from ..steps import Provenance
 from .remote_steps import remote_guide_steps
 from .spec import MethodSpec, ignoring_spec
 
 
-def solo_steps(gen: Decoding) -> Iterator[Step]:
+def solo_steps(gen: Decoding) -> Iterator[Event]:
     """The guide writes every token from its own distribution."""
     engine = gen.pair.guide
     assert engine is not None
-    t0 = time.perf_counter()
-    gen.prefill(engine, "guide")
-    t_model = time.perf_counter() - t0
-    for index in range(gen.settings.max_tokens):
-        step = gen.own_step(engine, index, provenance=Provenance.GUIDE, t_model=t_model)
-        yield step
-        if index + 1 == gen.settings.max_tokens or gen.halted(engine):
-            return
-        t1 = time.perf_counter()
-        engine.eval([step.token])
-        t_model = time.perf_counter() - t1
+    return token_steps(gen, engine, "guide", own_chooser(gen, engine, Provenance.GUIDE))
 
 
 SPEC = MethodSpec(
@@ -34,6 +24,7 @@ SPEC = MethodSpec(
     roles=frozenset({"guide"}),
     drives="guide",
     colour="#d9a400",
+    driven=frozenset({"full"}),
     steps={"full": ignoring_spec(solo_steps)},
     remote_steps={"full": ignoring_spec(remote_guide_steps)},
     rank=2,

@@ -15,6 +15,7 @@ SPEC = MethodSpec(
     gate="always",
     projects=True,
     replays=True,
+    driven=frozenset({"full"}),
     steps={"full": base_driven_steps},
     rank=5,
 )

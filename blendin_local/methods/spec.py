@@ -11,13 +11,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..decoding import Decoding
+from ..engines.base import Eval
 from ..settings import GenerationSettings
 from ..steps import Step
 
 Role = Literal["base", "guide", "anti"]
 Gate = Literal["never", "gamma", "always"]
-# A step source gets the run's state and its method's spec, and yields the steps of the answer.
-StepSource = Callable[[Decoding, "MethodSpec"], Iterator[Step]]
+# A step source gets the run's state and its method's spec, and yields the steps of the answer; a
+# source that is driven (``MethodSpec.driven``) yields evaluation requests too instead of calling
+# ``engine.eval`` itself, so a driver can batch them across answers (``driver``, ``many``).
+StepSource = Callable[[Decoding, "MethodSpec"], Iterator[Step | Eval]]
 Need = Literal["dense", "top_logprobs"]
 
 
@@ -47,6 +50,9 @@ class MethodSpec:
         reads_guide_text: the supports where it reads the guide only as top-k strings or a greedy
             draft of text (so a guide on a server will do).
         rank: where it is listed (choices, tables): lower first, then by name.
+        driven: the supports whose local step source makes no evaluation itself but yields
+            :class:`~blendin_local.engines.base.Eval` requests, so that many answers can share
+            one batched decode (``generate_many``); the others run one answer at a time there.
     """
 
     name: str
@@ -67,6 +73,7 @@ class MethodSpec:
     remote_steps: Mapping[str, StepSource] = field(default_factory=dict)
     reads_guide_text: frozenset[str] = frozenset()
     rank: int = 100
+    driven: frozenset[str] = frozenset()
 
     @property
     def blends(self) -> bool:
@@ -80,6 +87,10 @@ class MethodSpec:
     def effective(self, settings: GenerationSettings) -> GenerationSettings:
         """``settings`` with this method's fixed knobs applied."""
         return replace(settings, **self.fixed) if self.fixed else settings
+
+    def batches(self, settings: GenerationSettings) -> bool:
+        """Can many answers of this method share batched decodes (its local step source)?"""
+        return self.support_of(settings) in self.driven
 
     def needs(self, settings: GenerationSettings) -> dict[str, Need]:
         """What each role must give at a step, given the settings: ``dense`` (full-vocabulary logits
@@ -99,10 +110,10 @@ class MethodSpec:
         return table.get(self.support_of(settings))
 
 
-def ignoring_spec(source: Callable[[Decoding], Iterator[Step]]) -> StepSource:
+def ignoring_spec(source: Callable[[Decoding], Iterator[Step | Eval]]) -> StepSource:
     """A step source that needs nothing of its method's spec."""
 
-    def steps(gen: Decoding, spec: MethodSpec) -> Iterator[Step]:
+    def steps(gen: Decoding, spec: MethodSpec) -> Iterator[Step | Eval]:
         return source(gen)
 
     return steps

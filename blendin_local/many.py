@@ -1,0 +1,247 @@
+"""Many answers at once: ``generate_many(pair, conversations, settings, batch=N)``.
+
+Each answer is an ordinary :class:`~blendin_local.generate.Generation` on its own *slot*: sequence
+views of the pair's models (``Engine.sequences``), so each answer has its own KV cache while all of
+them share one llama.cpp context per model. The scheduler advances every active answer to its next
+evaluation request, then runs the requests of all answers together: one batched decode per model
+(the guide's catch-ups first, since the answers waiting on them also need the base next). An answer
+that ends frees its slot (its KV cleared) and the next waiting conversation takes it (continuous
+batching). A method whose step source evaluates by itself (``MethodSpec.driven`` unset), or a pair
+without sequence views (a server), runs one answer at a time instead, with the same interface.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+
+from .engines.base import Engine, Eval, group_of, run_evals, sequences_of
+from .errors import ContextOverflowError, UsageError
+from .generate import Generation
+from .pair import ModelPair
+from .prompts import Conversation
+from .settings import GenerationSettings
+from .steps import Result, Step
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One conversation's answer is complete: its :class:`Result`, or the error that ended it
+    alone (a prompt too long for the context)."""
+
+    index: int
+    result: Result | None
+    error: ContextOverflowError | None = None
+
+
+Event = tuple[int, Step] | Finished
+
+
+DEFAULT_BATCH = 8  # on 2 CPU cores, raw batched decode gains most of its speed-up by 8 (spec §11)
+
+
+def fitting_batch(pair: ModelPair, want: int = DEFAULT_BATCH) -> int:
+    """``want``, or fewer where the models' KV caches of that many sequences would take more than
+    half of the available memory (engines that can tell: ``max_sequences``)."""
+    for engine in (pair.base, pair.guide, pair.anti):
+        limit = getattr(engine, "max_sequences", None)
+        if limit is not None:
+            want = min(want, max(1, int(limit())))
+    return want
+
+
+def pair_sequences(pair: ModelPair, n: int) -> list[ModelPair] | None:
+    """``n`` pairs of sequence views (one slot each) of ``pair``'s models, or None where a model
+    has no multi-sequence context."""
+    roles = {"base": pair.base, "guide": pair.guide, "anti": pair.anti}
+    views: dict[str, list[Engine] | None] = {}
+    for role, engine in roles.items():
+        if engine is not None:
+            views[role] = sequences_of(engine, n)
+            if views[role] is None:
+                return None
+
+    def slot(role: str, i: int) -> Engine | None:
+        seqs = views.get(role)
+        return None if seqs is None else seqs[i]
+
+    return [ModelPair(base=slot("base", i), guide=slot("guide", i), anti=slot("anti", i),
+                      projection=pair.projection) for i in range(n)]
+
+
+class GenerationBatch:
+    """Many conversations through one method, up to ``batch`` decoded together.
+
+    Iterate it for ``(index, Step)`` pairs as they are made (answers interleave), or call
+    :meth:`run` for the results in input order; :meth:`stream` also yields a :class:`Finished`
+    as each answer completes. ``note`` says why it runs one answer at a time, where it does.
+    """
+
+    def __init__(self, pair: ModelPair, conversations: Sequence[Conversation],
+                 settings: GenerationSettings, *, batch: int) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
+        self.pair = pair
+        self.conversations = list(conversations)
+        self.settings = settings
+        self.batch = batch
+        self.results: list[Result | None] = [None] * len(self.conversations)
+        self.errors: list[ContextOverflowError | None] = [None] * len(self.conversations)
+        self.note = ""
+        probe = Generation(pair, self.conversations[0], settings) if self.conversations else None
+        self._slots: list[ModelPair] | None = None
+        if probe is not None:
+            if not probe.batches:
+                self.note = (f"method {settings.method} (support {settings.support}) evaluates by "
+                             "itself: one answer at a time")
+            else:
+                self._slots = pair_sequences(pair, min(batch, len(self.conversations)))
+                if self._slots is None:
+                    self.note = "a model has no multi-sequence context (a server): one answer at a time"
+        self._cancelled = False
+        self._active_gens: list[Generation] = []
+
+    @property
+    def batched(self) -> bool:
+        return self._slots is not None
+
+    def cancel(self) -> None:
+        """End every answer before its next token; waiting conversations do not start."""
+        self._cancelled = True
+        for gen in self._active_gens:
+            gen.cancel()
+
+    def __iter__(self) -> Iterator[tuple[int, Step]]:
+        for event in self.stream():
+            if not isinstance(event, Finished):
+                yield event
+
+    def run(self) -> list[Result]:
+        """Every answer's :class:`Result`, in input order; the first error, if any, is raised after
+        all other answers are done."""
+        for _ in self.stream():
+            pass
+        for error in self.errors:
+            if error is not None:
+                raise error
+        return [r for r in self.results if r is not None]
+
+    def stream(self) -> Iterator[Event]:
+        if self._slots is None:
+            yield from self._one_at_a_time()
+        else:
+            yield from _Scheduler(self, self._slots).run()
+
+    def _finish(self, index: int, gen: Generation, error: ContextOverflowError | None) -> Finished:
+        if error is None:
+            self.results[index] = gen.result
+        self.errors[index] = error
+        return Finished(index, self.results[index], error)
+
+    def _one_at_a_time(self) -> Iterator[Event]:
+        for index, conv in enumerate(self.conversations):
+            if self._cancelled:
+                return
+            gen = Generation(self.pair, conv, self.settings)
+            self._active_gens = [gen]
+            try:
+                for step in gen:
+                    yield index, step
+            except ContextOverflowError as exc:
+                yield self._finish(index, gen, exc)
+                continue
+            yield self._finish(index, gen, None)
+
+
+class _Scheduler:
+    """Continuous batching over slots: see the module docstring."""
+
+    def __init__(self, owner: GenerationBatch, slots: list[ModelPair]) -> None:
+        self.owner = owner
+        self.slots = slots
+        self.free = list(range(len(slots)))
+        self.waiting = deque(enumerate(owner.conversations))
+        self.active: dict[int, tuple[int, Generation, Generator[Step | Eval, None, None]]] = {}
+        self.pending: dict[int, Eval] = {}
+        # each slot's driving model (the base, or the guide for the guide baseline), by group key
+        self.drivers: dict[int, int] = {}
+
+    def run(self) -> Iterator[Event]:
+        yield from self._fill()
+        while self.pending:
+            by_group: dict[int, list[int]] = {}
+            catch_up: set[int] = set()  # groups holding a request for a model that does not drive
+            for slot, request in self.pending.items():
+                key = _key(request.engine)
+                by_group.setdefault(key, []).append(slot)
+                if key != self.drivers[slot]:
+                    catch_up.add(key)
+            # Catch-ups first (the guide at the answers' interventions): those answers then join
+            # the next decode of the driving model with all the others, one decode per token.
+            key = max(catch_up, key=lambda k: len(by_group[k])) if catch_up else \
+                max(by_group, key=lambda k: len(by_group[k]))
+            slots = by_group[key]
+            requests = {slot: self.pending.pop(slot) for slot in slots}
+            failed: dict[int, ContextOverflowError] = {}
+            for slot, r in requests.items():
+                if len(r.engine.tokens) + len(r.ids) > r.engine.n_ctx:
+                    failed[slot] = ContextOverflowError(
+                        f"{r.engine.name}: {len(r.engine.tokens) + len(r.ids)} tokens do not fit "
+                        f"the context of {r.engine.n_ctx} (raise --n-ctx or shorten the prompt)")
+            run_evals(r for slot, r in requests.items() if slot not in failed)
+            for slot in slots:
+                yield from self._resume(slot, failed.get(slot))
+            yield from self._fill()
+
+    def _fill(self) -> Iterator[Event]:
+        while self.free and self.waiting and not self.owner._cancelled:
+            slot = self.free.pop(0)
+            index, conv = self.waiting.popleft()
+            gen = Generation(self.slots[slot], conv, self.owner.settings)
+            pair = self.slots[slot]
+            driver = pair.base if gen.spec.drives == "base" else pair.guide
+            assert driver is not None
+            self.drivers[slot] = _key(driver)
+            self.active[slot] = (index, gen, gen.events())
+            self.owner._active_gens = [g for _, g, _ in self.active.values()]
+            yield from self._resume(slot, None)
+
+    def _resume(self, slot: int, error: ContextOverflowError | None) -> Iterator[Event]:
+        """Advance one answer to its next request (or its end), yielding its steps."""
+        index, gen, events = self.active[slot]
+        try:
+            event = events.throw(error) if error is not None else next(events)
+            while not isinstance(event, Eval):
+                yield index, event
+                event = next(events)
+            self.pending[slot] = event
+            return
+        except StopIteration:
+            finished = self.owner._finish(index, gen, None)
+        except ContextOverflowError as exc:  # this answer's prompt or catch-up does not fit
+            finished = self.owner._finish(index, gen, exc)
+        del self.active[slot]
+        for engine in (self.slots[slot].base, self.slots[slot].guide, self.slots[slot].anti):
+            if engine is not None:
+                engine.rollback(0)  # free the slot's KV for the next conversation
+        self.free.append(slot)
+        self.owner._active_gens = [g for _, g, _ in self.active.values()]
+        yield finished
+
+
+def _key(engine: Engine) -> int:
+    """Requests with the same key can share a decode: views of one multi-sequence context."""
+    return id(group_of(engine) or engine)
+
+
+def generate_many(pair: ModelPair, conversations: Sequence[Conversation],
+                  settings: GenerationSettings, *, batch: int = 8) -> GenerationBatch:
+    """Answer many conversations with one method, ``batch`` of them decoded together.
+
+    Iterate the returned :class:`GenerationBatch` for ``(index, Step)`` pairs, or call ``.run()``
+    for the :class:`Result` of each conversation in input order. With greedy settings each answer
+    equals ``generate``'s for that conversation except where llama.cpp's batched arithmetic moves a
+    near-tie (spec §11).
+    """
+    return GenerationBatch(pair, conversations, settings, batch=batch)
