@@ -151,15 +151,13 @@ def test_cancel_stops_every_answer_in_flight():
         pair = ModelPair(base=base, guide=None)
         settings = GenerationSettings(method="base", support="top100", max_tokens=16)
         many = generate_many(pair, conversations([f"Q{n}" for n in range(8)]), settings, batch=4)
-        t0 = time.perf_counter()
         finished = []
         for event in many.stream():
             if isinstance(event, Finished):
                 finished.append(event)
             elif not finished and len(started) == 4:
                 many.cancel()
-        elapsed = time.perf_counter() - t0
         base.close()
-    assert elapsed < 2.0  # 16 tokens at 0.2 s would take 3.2 s
     assert len(started) == 4 and len(finished) == 4
-    assert all(e.result is not None and e.result.stop_reason is StopReason.CANCELLED for e in finished)
+    assert all(e.result is not None and e.result.stop_reason is StopReason.CANCELLED
+               and e.result.tokens < 16 for e in finished)
