@@ -7,17 +7,31 @@ evaluation request, then runs the requests of all answers together: one batched 
 (the guide's catch-ups first, since the answers waiting on them also need the base next). An answer
 that ends frees its slot (its KV cleared) and the next waiting conversation takes it (continuous
 batching). A method whose step source evaluates by itself (``MethodSpec.driven`` unset), or a pair
-without sequence views (a server), runs one answer at a time instead, with the same interface.
+without sequence views, runs one answer at a time instead, with the same interface.
+
+Where the driving model is on a server (spec §10), the server batches: up to ``batch`` worker
+threads each run an ordinary ``Generation`` (:class:`_InFlight`), so up to ``batch`` requests are in
+flight, each with the remote model's own retries, timeouts and faults. Each answer talks to its own
+``RemoteModel.clone()`` (shared connection pool, its own stream state and traffic counts); a local
+model in the pair (the guide) gives each worker its own sequence view, behind one lock per
+llama.cpp context (a context is not thread-safe). A remote fault (server gone, stalled, refused)
+ends its answer alone with its one-line error: the answers in flight finish, and the waiting ones
+do not start (``run`` raises that error; eval saves the finished ones and can resume).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .engines import is_remote
 from .engines.base import Engine, Eval, group_of, run_evals, sequences_of
-from .errors import ContextOverflowError, UsageError
+from .engines.remote import RemoteError
+from .errors import BlendinError, ContextOverflowError, UsageError
 from .generate import Generation
 from .pair import ModelPair
 from .prompts import Conversation
@@ -28,11 +42,12 @@ from .steps import Result, Step
 @dataclass(frozen=True)
 class Finished:
     """One conversation's answer is complete: its :class:`Result`, or the error that ended it
-    alone (a prompt too long for the context)."""
+    alone (a prompt too long for the context; with answers in flight on a server, a remote fault:
+    :class:`~blendin_local.engines.remote.RemoteError`)."""
 
     index: int
     result: Result | None
-    error: ContextOverflowError | None = None
+    error: BlendinError | None = None
 
 
 Event = tuple[int, Step] | Finished
@@ -87,12 +102,18 @@ class GenerationBatch:
         self.settings = settings
         self.batch = batch
         self.results: list[Result | None] = [None] * len(self.conversations)
-        self.errors: list[ContextOverflowError | None] = [None] * len(self.conversations)
+        self.errors: list[BlendinError | None] = [None] * len(self.conversations)
         self.note = ""
         probe = Generation(pair, self.conversations[0], settings) if self.conversations else None
         self._slots: list[ModelPair] | None = None
+        self._in_flight: _InFlight | None = None
         if probe is not None:
-            if not probe.batches:
+            driver = pair.base if probe.spec.drives == "base" else pair.guide
+            if is_remote(driver) and batch > 1 and len(self.conversations) > 1:
+                self._in_flight = _InFlight.of(self, min(batch, len(self.conversations)))
+                if self._in_flight is None:
+                    self.note = "a local model has no multi-sequence context: one answer at a time"
+            elif not probe.batches:
                 self.note = (f"method {settings.method} (support {settings.support}) evaluates by "
                              "itself: one answer at a time")
             else:
@@ -104,7 +125,7 @@ class GenerationBatch:
 
     @property
     def batched(self) -> bool:
-        return self._slots is not None
+        return self._slots is not None or self._in_flight is not None
 
     def cancel(self) -> None:
         """End every answer before its next token; waiting conversations do not start."""
@@ -128,12 +149,14 @@ class GenerationBatch:
         return [r for r in self.results if r is not None]
 
     def stream(self) -> Iterator[Event]:
-        if self._slots is None:
+        if self._in_flight is not None:
+            yield from self._in_flight.run()
+        elif self._slots is None:
             yield from self._one_at_a_time()
         else:
             yield from _Scheduler(self, self._slots).run()
 
-    def _finish(self, index: int, gen: Generation, error: ContextOverflowError | None) -> Finished:
+    def _finish(self, index: int, gen: Generation, error: BlendinError | None) -> Finished:
         if error is None:
             self.results[index] = gen.result
         self.errors[index] = error
@@ -228,6 +251,191 @@ class _Scheduler:
         self.free.append(slot)
         self.owner._active_gens = [g for _, g, _ in self.active.values()]
         yield finished
+
+
+class _Stopped(Exception):
+    """Internal: the batch is over (done, cancelled or interrupted); a worker still running must
+    not touch a local context any more."""
+
+
+class _Locked:
+    """A sequence view of a local model used from several threads: every call holds its
+    context's lock, and ``logits()`` is a copy (another thread's decode may overwrite the row)."""
+
+    def __init__(self, view: Engine, lock: threading.Lock, closed: threading.Event) -> None:
+        self._view = view
+        self._lock = lock
+        self._closed = closed
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._closed.is_set():
+                raise _Stopped
+            return getattr(self._view, name)(*args, **kwargs)
+
+    def eval(self, ids: Sequence[int]) -> None:
+        self._call("eval", ids)
+
+    def eval_logits(self, ids: Sequence[int]) -> Any:
+        return self._call("eval_logits", ids)
+
+    def rollback(self, n: int) -> None:
+        self._call("rollback", n)
+
+    def logits(self) -> Any:
+        with self._lock:
+            if self._closed.is_set():
+                raise _Stopped
+            return self._view.logits().copy()
+
+    def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        result: list[int] = self._call("tokenize", text, add_bos=add_bos, special=special)
+        return result
+
+    def top_logprobs(self, prompt: str, k: int) -> Any:
+        return self._call("top_logprobs", prompt, k)
+
+    @property
+    def tokens(self) -> list[int]:
+        with self._lock:
+            return list(self._view.tokens)
+
+    def __getattr__(self, name: str) -> Any:  # names, sizes, vocabulary: read-only
+        return getattr(self._view, name)
+
+
+class _InFlight:
+    """Up to ``batch`` answers at once against a server: one worker thread per slot, each running
+    ordinary ``Generation``s one after another (see the module docstring). Steps reach the caller
+    through one queue; results are kept in input order by the owner."""
+
+    def __init__(self, owner: GenerationBatch, make_slot: list[Any]) -> None:
+        self.owner = owner
+        self.make_slot = make_slot  # per slot: a function making a fresh pair for one answer
+        self.closed = threading.Event()
+
+    @classmethod
+    def of(cls, owner: GenerationBatch, n: int) -> _InFlight | None:
+        """Slots for ``n`` workers, or None where a local model has no sequence views."""
+        pair = owner.pair
+        closed = threading.Event()
+        views: dict[str, list[Engine] | None] = {}
+        for role, engine in (("base", pair.base), ("guide", pair.guide), ("anti", pair.anti)):
+            if engine is None or is_remote(engine):
+                continue
+            seqs = sequences_of(engine, n)
+            if seqs is None:
+                return None
+            lock = threading.Lock()  # one per llama.cpp context
+            views[role] = [_Locked(v, lock, closed) for v in seqs]  # type: ignore[misc]
+
+        def engine_for(role: str, engine: Engine | None, i: int) -> Engine | None:
+            if engine is None:
+                return None
+            if is_remote(engine):
+                return engine.clone()  # type: ignore[return-value]
+            seqs = views[role]
+            assert seqs is not None
+            return seqs[i]
+
+        def maker(i: int) -> Any:
+            return lambda: ModelPair(base=engine_for("base", pair.base, i),
+                                     guide=engine_for("guide", pair.guide, i),
+                                     anti=engine_for("anti", pair.anti, i),
+                                     projection=pair.projection)
+
+        runner = cls(owner, [maker(i) for i in range(n)])
+        runner.closed = closed
+        return runner
+
+    def run(self) -> Iterator[Event]:
+        owner = self.owner
+        waiting: queue.Queue[tuple[int, Conversation]] = queue.Queue()
+        for item in enumerate(owner.conversations):
+            waiting.put(item)
+        events: queue.Queue[Any] = queue.Queue()
+        gens: dict[int, Generation] = {}
+        lock = threading.Lock()
+        faulted = threading.Event()  # a server fault: answers in flight finish, no new ones start
+
+        def work(slot: int) -> None:
+            try:
+                while not owner._cancelled and not self.closed.is_set() and not faulted.is_set():
+                    try:
+                        index, conv = waiting.get_nowait()
+                    except queue.Empty:
+                        return
+                    gen = Generation(self.make_slot[slot](), conv, owner.settings)
+                    with lock:
+                        gens[index] = gen
+                        owner._active_gens = list(gens.values())
+                    error: BlendinError | None = None
+                    try:
+                        for step in gen:
+                            events.put((index, step))
+                    except ContextOverflowError as exc:  # this answer's alone
+                        error = exc
+                    except RemoteError as exc:  # this answer's alone; no new answers start
+                        error = exc
+                        faulted.set()
+                    with lock:
+                        del gens[index]
+                        owner._active_gens = list(gens.values())
+                    events.put(_Done(index, gen, error))
+            except _Stopped:
+                return
+            except BaseException as exc:  # a bug or a failure that is not one answer's: re-raise
+                events.put(_Crash(exc))
+            finally:
+                events.put(_Exit())
+
+        workers = [threading.Thread(target=work, args=(slot,), daemon=True,
+                                    name=f"blendin-answer-{slot}")
+                   for slot in range(len(self.make_slot))]
+        for w in workers:
+            w.start()
+        running = len(workers)
+        finished = False
+        try:
+            while running:
+                try:
+                    event = events.get(timeout=0.2)  # a timeout keeps Ctrl-C prompt
+                except queue.Empty:
+                    continue
+                if isinstance(event, _Exit):
+                    running -= 1
+                elif isinstance(event, _Crash):
+                    raise event.exc
+                elif isinstance(event, _Done):
+                    yield owner._finish(event.index, event.gen, event.error)
+                else:
+                    yield event
+            finished = True
+        finally:
+            if not finished:  # Ctrl-C, an error, or the caller stopped iterating: end every answer
+                owner.cancel()
+            self.closed.set()
+            with lock:
+                for gen in gens.values():
+                    gen.cancel()
+            for w in workers:
+                w.join(timeout=1.0)  # a worker blocked on a stalled server ends by its timeout
+
+
+@dataclass(frozen=True)
+class _Done:
+    index: int
+    gen: Generation
+    error: BlendinError | None
+
+
+@dataclass(frozen=True)
+class _Crash:
+    exc: BaseException
+
+
+class _Exit:
+    pass
 
 
 def _key(engine: Engine) -> int:

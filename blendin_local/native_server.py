@@ -84,10 +84,10 @@ def serving(argv: Sequence[str], ready_url: str, *, name: str, start_timeout: fl
 @contextmanager
 def llama_server(
     binary: Path, model: Path, alias: str, *, n_ctx: int = 2048, threads: int = 2,
-    extra: Sequence[str] = (), start_timeout: float = 180,
+    extra: Sequence[str] = (), start_timeout: float = 180, parallel: int = 1,
 ) -> Iterator[str]:
-    """``llama-server`` holding ``model`` as ``alias`` (one slot, no web UI); yields its API base URL
-    (…/v1).
+    """``llama-server`` holding ``model`` as ``alias`` (``parallel`` slots of ``n_ctx`` tokens each,
+    batched together by the server; no web UI); yields its API base URL (…/v1).
 
     ``--swa-full``: a full-size cache for sliding-window layers (Gemma 2/3). Without it the server's
     prompt cache re-evaluates re-sent text differently, and a re-sent answer's next-token logprobs
@@ -95,7 +95,8 @@ def llama_server(
     per-token loop and the chunked one see the same distributions."""
     port = free_port()
     argv = [str(binary), "-m", str(model), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
-            "-c", str(n_ctx), "-t", str(threads), "-np", "1", "--swa-full", "--no-webui", *extra]
+            "-c", str(n_ctx * parallel), "-t", str(threads), "-np", str(parallel), "--swa-full",
+            "--no-webui", *extra]
     root = f"http://127.0.0.1:{port}"
     with serving(argv, f"{root}/health", name=f"llama-server ({model.name})", start_timeout=start_timeout):
         yield f"{root}/v1"

@@ -122,3 +122,13 @@ def native_gemma_server(default_models: dict[str, Path], llama_server_binary: Pa
 
     with native_server(default_models["gemma3-270m"], "gemma3-270m") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def native_gemma_server_4(default_models: dict[str, Path], llama_server_binary: Path):  # -> Iterator[str]
+    """llama-server holding the default base in 4 slots (4 requests batched at once); yields its
+    URL (…/v1)."""
+    from servers import native_server
+
+    with native_server(default_models["gemma3-270m"], "gemma3-270m", parallel=4) as url:
+        yield url

@@ -30,10 +30,10 @@ def llama_cpp_server(
 
 
 @contextmanager
-def native_server(model: Path, alias: str, *, n_ctx: int = 2048) -> Iterator[str]:
+def native_server(model: Path, alias: str, *, n_ctx: int = 2048, parallel: int = 1) -> Iterator[str]:
     """llama.cpp's own ``llama-server`` (``make llama-server``; ``make test`` passes its path in
-    $BLENDIN_LLAMA_SERVER) holding ``model``; yields its API base URL (…/v1)."""
-    with llama_server(find_llama_server(), model, alias, n_ctx=n_ctx) as url:
+    $BLENDIN_LLAMA_SERVER) holding ``model`` in ``parallel`` slots; yields its API base URL (…/v1)."""
+    with llama_server(find_llama_server(), model, alias, n_ctx=n_ctx, parallel=parallel) as url:
         yield url
 
 

@@ -10,6 +10,7 @@ run of tokens, not one per token. Every body from the server is validated where 
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import json
 import os
@@ -144,6 +145,17 @@ class RemoteModel:
 
     def close(self) -> None:
         self._client.close()
+
+    def clone(self) -> RemoteModel:
+        """Another handle on the same server and connection pool (``httpx.Client`` is
+        thread-safe) with its own per-stream state (``last_finish``) and its own ``traffic``, so
+        that answers in different threads neither share nor count each other's requests. The
+        cache of rendered prompts is shared; a learned ``logprob_limit`` is copied. Close only
+        the original: a clone's ``close`` would close the shared pool."""
+        twin = copy.copy(self)
+        twin.traffic = Traffic()
+        twin.last_finish = None
+        return twin
 
     def report(self) -> dict[str, Any]:
         """What this model cost (``Traffic``), and the logprob limit it ran with, if one was hit."""

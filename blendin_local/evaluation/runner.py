@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import limits
-from ..errors import ContextOverflowError, UsageError
+from ..engines.remote import RemoteError
+from ..errors import BlendinError, UsageError
 from ..many import Finished, fitting_batch, generate_many
 from ..methods import METHODS
 from ..pair import ModelPair
@@ -185,11 +186,17 @@ def run_plan(
             note(f"{setting.label}: {many.note}")
         alphas: list[list[float]] = [[] for _ in todo]
         before(setting, todo[0])
+        remote_error: RemoteError | None = None
         for event in many.stream():
             if not isinstance(event, Finished):
                 index, step = event
                 if step.alpha is not None:
                     alphas[index].append(round(step.alpha, 4))
+                continue
+            if isinstance(event.error, RemoteError):
+                # a server fault ended this answer alone: no record (a resume answers it again);
+                # the others in flight finish and are saved, then the run stops with this error
+                remote_error = remote_error or event.error
                 continue
             item = todo[event.index]
             record = answer_record(task, item, setting, event.result, alphas[event.index],
@@ -199,11 +206,13 @@ def run_plan(
             after(record)
             if event.index + 1 < len(todo):
                 before(setting, todo[min(event.index + batch, len(todo) - 1)])
+        if remote_error is not None:
+            raise remote_error
     return written
 
 
 def answer_record(task: str, item: Item, setting: Setting, r: Result | None,
-                  alphas: list[float], error: ContextOverflowError | None) -> dict[str, Any]:
+                  alphas: list[float], error: BlendinError | None) -> dict[str, Any]:
     """The scored record of one answer; a prompt too long for the context is recorded as an error
     (and counts as wrong) rather than ending the run."""
     record: dict[str, Any] = {

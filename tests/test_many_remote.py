@@ -1,0 +1,163 @@
+"""Many answers at once with the driving model on a server (``many._InFlight``): up to ``batch``
+requests in flight, each answer with its own remote state; against a real server the answers and
+their request counts equal one-at-a-time answers; a scripted server's fault ends only its answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from blendin_local import generate_many
+from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec, Traffic
+from blendin_local.generate import Generation
+from blendin_local.many import Finished
+from blendin_local.pair import ModelPair, prompt_for
+from blendin_local.prompts import Conversation
+from blendin_local.settings import GenerationSettings
+from blendin_local.steps import StopReason
+
+from servers import completion_chunk, scripted_server, send_json, send_sse_head
+
+QUESTIONS = ["Why is the sky blue?", "What is 12 times 7?", "Name three prime numbers.",
+             "What is the capital of France?", "How do plants make food?"]
+
+
+def conversations(questions: list[str]) -> list[Conversation]:
+    return [Conversation.single(q) for q in questions]
+
+
+def rendered(base: RemoteModel, convs: list[Conversation]) -> None:
+    """Ask the server to render each prompt now (one request per conversation, cached and shared by
+    the model's clones), so that answers count only their completions requests."""
+    for conv in convs:
+        prompt_for(base, conv, role="base")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["base", "blendin"])
+def test_answers_in_flight_equal_one_at_a_time_with_the_same_requests(native_gemma_server_4, real_pair,
+                                                                      method):
+    """llama-server with 4 slots batches the 4 requests in flight. (llama-cpp-python's server
+    cannot: by default a new request interrupts the one it is streaming.)"""
+    base = RemoteModel(RemoteSpec(native_gemma_server_4, "gemma3-270m"), timeout=120)
+    pair = ModelPair(base=base, guide=real_pair.guide)
+    settings = GenerationSettings(method=method, support="top100", gamma=0.5, max_tokens=24)
+    convs = conversations(QUESTIONS)
+    rendered(base, convs)
+    alone = []
+    for conv in convs:  # the reference: one answer at a time, each counting its own requests
+        base.traffic = Traffic()
+        alone.append(Generation(pair, conv, settings).run())
+    many = generate_many(pair, convs, settings, batch=4)
+    assert many.batched and not many.note
+    together = many.run()
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert all(r.text.strip() for r in together)
+    assert [r.interventions for r in together] == [r.interventions for r in alone]
+    if method == "blendin":
+        assert sum(r.interventions for r in together) > 0  # the local guide was consulted
+    for got, want in zip(together, alone, strict=True):
+        assert got.remote is not None and want.remote is not None
+        assert got.remote["base"]["requests"] == want.remote["base"]["requests"] > 0
+    assert base.traffic.requests == alone[-1].remote["base"]["requests"]  # answers used clones
+    base.close()
+
+
+def slow_server(state: dict, lock: threading.Lock, *, fail: str | None = None):
+    """A completions server taking 0.3 s per request (recording how many were in flight at once);
+    a prompt containing ``fail`` gets 400."""
+
+    def completions(h, body):
+        if fail is not None and fail in body["prompt"]:
+            send_json(h, 400, {"error": {"message": "this prompt is refused"}})
+            return
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.3)
+        with lock:
+            state["now"] -= 1
+        send_sse_head(h)
+        h.wfile.write(completion_chunk([" 4"]).encode() + completion_chunk(["."]).encode()
+                      + b"data: [DONE]\n\n")
+
+    return {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),
+            "POST /v1/completions": completions}
+
+
+def test_up_to_batch_requests_are_in_flight_and_results_keep_input_order():
+    state, lock = {"now": 0, "most": 0}, threading.Lock()
+    questions = [f"Question {n}?" for n in range(8)]
+    with scripted_server(slow_server(state, lock)) as (url, _):
+        base = RemoteModel(RemoteSpec(url, "m"), timeout=30)
+        pair = ModelPair(base=base, guide=None)
+        settings = GenerationSettings(method="base", support="top100", max_tokens=8)
+        convs = conversations(questions)
+        rendered(base, convs)
+        results = generate_many(pair, convs, settings, batch=4).run()
+        one = generate_many(pair, conversations(questions[:2]), settings, batch=1)
+        assert not one.batched
+        one.run()
+        base.close()
+    assert state["most"] == 4
+    assert [r.text for r in results] == [" 4."] * 8
+    assert all(r.remote is not None and r.remote["base"]["requests"] == 1 for r in results)
+
+
+def test_one_answers_server_fault_ends_that_answer_alone():
+    state, lock = {"now": 0, "most": 0}, threading.Lock()
+    questions = [f"Question {n}?" for n in range(4)]
+    with scripted_server(slow_server(state, lock, fail="Question 2?")) as (url, _):
+        base = RemoteModel(RemoteSpec(url, "m"), timeout=30)
+        pair = ModelPair(base=base, guide=None)
+        settings = GenerationSettings(method="base", support="top100", max_tokens=8)
+        many = generate_many(pair, conversations(questions), settings, batch=4)
+        finished = {e.index: e for e in many.stream() if isinstance(e, Finished)}
+        with pytest.raises(RemoteError, match="answered 400 on /completions: this prompt is refused"):
+            generate_many(pair, conversations(questions), settings, batch=4).run()
+        base.close()
+    assert sorted(finished) == [0, 1, 2, 3]
+    error = finished[2].error
+    assert isinstance(error, RemoteError) and "\n" not in str(error)
+    assert "400" in str(error) and finished[2].result is None
+    for i in (0, 1, 3):
+        assert finished[i].error is None and finished[i].result is not None
+        assert finished[i].result.text == " 4."
+
+
+def test_cancel_stops_every_answer_in_flight():
+    """A server streaming one token per 0.2 s: cancel after the first step ends all four answers
+    before their next token, and the waiting ones never start."""
+    started: list[str] = []
+
+    def completions(h, body):
+        started.append(body["prompt"])
+        send_sse_head(h)
+        try:
+            for _ in range(body["max_tokens"]):
+                h.wfile.write(completion_chunk([" x"]).encode())
+                h.wfile.flush()
+                time.sleep(0.2)
+            h.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    handlers = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),
+                "POST /v1/completions": completions}
+    with scripted_server(handlers) as (url, _):
+        base = RemoteModel(RemoteSpec(url, "m"), timeout=30)
+        pair = ModelPair(base=base, guide=None)
+        settings = GenerationSettings(method="base", support="top100", max_tokens=16)
+        many = generate_many(pair, conversations([f"Q{n}" for n in range(8)]), settings, batch=4)
+        finished = []
+        for event in many.stream():
+            if isinstance(event, Finished):
+                finished.append(event)
+            elif not finished and len(started) == 4:
+                many.cancel()
+        base.close()
+    assert len(started) == 4 and len(finished) == 4
+    assert all(e.result is not None and e.result.stop_reason is StopReason.CANCELLED
+               and e.result.tokens < 16 for e in finished)
