@@ -23,6 +23,9 @@ from blendin_local.settings import GenerationSettings
 # (1 thread; quantised matmuls take other kernels and summation orders for another batch shape).
 GEMMA_BATCH_TOL = 1.5
 NEAR_TIE = 0.1  # top-2 gap under which a batched answer may take the other token (seen: <= 0.052)
+# |b - γ| under which the gate may open in one run and not the other (seen: b 0.381 alone, 0.426
+# batched, at γ 0.4: batch shapes moved the base's top-1 probability by a few hundredths)
+NEAR_GATE = 0.05
 
 
 def single_logits(engine, ids) -> np.ndarray:
@@ -138,7 +141,8 @@ def test_gemma_views_in_one_batch_match_the_single_engine(real_pair):
 @pytest.mark.parametrize("method", ["base", "blendin"])
 def test_real_pair_batched_answers_differ_only_at_near_ties(real_pair, method: str) -> None:
     """Greedy answers at B = 8 vs one at a time: count those that differ, and check that each
-    difference starts where the one-at-a-time run had a near tie (top-2 gap < NEAR_TIE)."""
+    difference starts where the one-at-a-time run had a near tie (top-2 gap < NEAR_TIE) or, for
+    blendin, a base top-1 probability near γ (the gate opens in one run only: |b - γ| < NEAR_GATE)."""
     questions = ["What is the capital of France?", "Name three primary colours.",
                  "How many legs does a spider have?", "What is 12 times 12?",
                  "Why is the sky blue?", "Who wrote Hamlet?", "What is water made of?",
@@ -165,7 +169,9 @@ def test_real_pair_batched_answers_differ_only_at_near_ties(real_pair, method: s
                  min(len(ta), len(tb)) - 1)
         top = a[k].top  # the final distribution the token was drawn from
         gap = top[0].prob - top[1].prob if len(top) > 1 else 1.0
-        gaps.append(f"step {k}: gap {gap:.4f}")
-        assert gap < NEAR_TIE, f"answers part at step {k} with a top-2 gap of {gap:.3f}"
+        to_gate = abs(a[k].b - s.gamma) if method == "blendin" and a[k].b is not None else 1.0
+        gaps.append(f"step {k}: gap {gap:.4f}, |b - gamma| {to_gate:.4f}")
+        assert gap < NEAR_TIE or to_gate < NEAR_GATE, (
+            f"answers part at step {k} with a top-2 gap of {gap:.3f}, b {to_gate:.3f} from gamma")
     print(f"\n{method}: {differ} of {len(convs)} greedy answers differ between B=1 and B=8 "
           f"({'; '.join(gaps) or 'none'})")
