@@ -194,6 +194,8 @@ def run_plan(
                 if step.alpha is not None:
                     alphas[index].append(round(step.alpha, 4))
                 continue
+            if event.error is not None and not isinstance(event.error, ContextOverflowError):
+                raise event.error  # a crash ends the run; only a prompt too long is a record
             item = todo[event.index]
             record = answer_record(task, item, setting, event.result, alphas[event.index],
                                    event.error)

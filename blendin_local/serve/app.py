@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,6 +64,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     max_tokens_limit: int = 4096
     max_prompt_chars: int = 200_000
+    parallel: int = 1  # requests decoded together (many-answers scheduler) where the method batches
 
 
 class ApiError(Exception):
@@ -93,6 +94,27 @@ def from_library(exc: Exception) -> ApiError:
     if isinstance(exc, BlendinError):
         return ApiError(400, str(exc), code="invalid_request")
     return ApiError(500, "the generation failed on the server (see its log)", code="internal_error")
+
+
+def parallel_line(worker: DecodeWorker, pair: ModelPair, defaults: GenerationSettings,
+                  models: list[str]) -> str:
+    """The start-up line on ``--parallel``: how many decode together, and what runs alone."""
+    if worker.parallel == 1:
+        return f"parallel: one request at a time ({worker.note})"
+    alone = [m for m in models if not batches(pair, defaults, m)]
+    line = (f"parallel: up to {worker.parallel} requests decode together, each from an empty KV "
+            "cache (no reuse across requests)")
+    if alone:
+        line += f"; one at a time, once the others end: {', '.join(alone)}"
+    return line + " (and any request whose method or support cannot batch)"
+
+
+def batches(pair: ModelPair, defaults: GenerationSettings, method: str) -> bool:
+    """Does ``method`` with the server's defaults share batched decodes?"""
+    try:
+        return Generation(pair, Conversation.single(""), replace(defaults, method=method)).batches
+    except BlendinError:
+        return False
 
 
 def servable_models(pair: ModelPair) -> list[str]:
@@ -144,7 +166,10 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["worker"] = DecodeWorker(pair, queue_size=config.queue_size, generate_fn=generate_fn)
+        state["worker"] = worker = DecodeWorker(pair, queue_size=config.queue_size,
+                                                generate_fn=generate_fn, parallel=config.parallel)
+        if config.parallel > 1:
+            log.info(parallel_line(worker, pair, config.defaults, models))
         yield
         await asyncio.to_thread(state["worker"].close)
 
