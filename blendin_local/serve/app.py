@@ -1,7 +1,7 @@
 """The FastAPI application: routes, API key, limits, OpenAI-shaped errors, access log.
 
 A thin layer over ``generate``: requests become a ``Conversation`` and ``GenerationSettings``, the
-decoding worker runs them one at a time, steps come back as chunks or one response.
+decoding worker runs them (up to ``parallel`` together), steps come back as chunks or one response.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,27 +96,6 @@ def from_library(exc: Exception) -> ApiError:
     return ApiError(500, "the generation failed on the server (see its log)", code="internal_error")
 
 
-def parallel_line(worker: DecodeWorker, pair: ModelPair, defaults: GenerationSettings,
-                  models: list[str]) -> str:
-    """The start-up line on ``--parallel``: how many decode together, and what runs alone."""
-    if worker.parallel == 1:
-        return f"parallel: one request at a time ({worker.note})"
-    alone = [m for m in models if not batches(pair, defaults, m)]
-    line = (f"parallel: up to {worker.parallel} requests decode together, each from an empty KV "
-            "cache (no reuse across requests)")
-    if alone:
-        line += f"; one at a time, once the others end: {', '.join(alone)}"
-    return line + " (and any request whose method or support cannot batch)"
-
-
-def batches(pair: ModelPair, defaults: GenerationSettings, method: str) -> bool:
-    """Does ``method`` with the server's defaults share batched decodes?"""
-    try:
-        return Generation(pair, Conversation.single(""), replace(defaults, method=method)).batches
-    except BlendinError:
-        return False
-
-
 def servable_models(pair: ModelPair) -> list[str]:
     """One model id per method this pair can run (the ``model`` field picks the method)."""
     have = {"base": pair.base, "guide": pair.guide, "anti": pair.anti}
@@ -169,7 +148,7 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
         state["worker"] = worker = DecodeWorker(pair, queue_size=config.queue_size,
                                                 generate_fn=generate_fn, parallel=config.parallel)
         if config.parallel > 1:
-            log.info(parallel_line(worker, pair, config.defaults, models))
+            log.info(worker.describe(config.defaults, models))
         yield
         await asyncio.to_thread(state["worker"].close)
 

@@ -102,6 +102,24 @@ class DecodeWorker:
     def parallel(self) -> int:
         return 1 if self._slots is None else len(self._slots)
 
+    def describe(self, defaults: GenerationSettings, models: list[str]) -> str:
+        """The start-up line on ``--parallel``: how many decode together, and what runs alone."""
+        if self._slots is None:
+            return f"parallel: one request at a time ({self.note or 'asked for'})"
+        alone = [m for m in models if not self._method_batches(defaults, m)]
+        line = (f"parallel: up to {self.parallel} requests decode together, each from an empty KV "
+                "cache (no reuse across requests)")
+        if alone:
+            line += f"; one at a time, once the others end: {', '.join(alone)}"
+        return line + " (and any request whose method or support cannot batch)"
+
+    def _method_batches(self, defaults: GenerationSettings, method: str) -> bool:
+        try:
+            settings = replace(defaults, method=method)
+            return Generation(self.pair, Conversation.single(""), settings).batches
+        except BlendinError:
+            return False
+
     @property
     def waiting(self) -> int:
         return self._queue.qsize()

@@ -5,6 +5,7 @@ loopback; raw streams through httpx, answers through the openai client."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import threading
 import time
@@ -227,7 +228,10 @@ def test_one_failing_request_does_not_affect_the_others(sequential: list[str]) -
     assert max(groups[0].batch_sizes) > 1
 
 
-def test_a_method_that_cannot_batch_runs_alone_between_batches(sequential: list[str]) -> None:
+def test_a_method_that_cannot_batch_runs_alone_between_batches(
+    sequential: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blendin_local.serve")
     pair, groups = slow_pair(4)
     nudging = body(3, model="nudging", max_tokens=6)
     with running(create_app(pair, config(4))) as url:
@@ -238,6 +242,10 @@ def test_a_method_that_cannot_batch_runs_alone_between_batches(sequential: list[
             s.join()
     assert [s.text for s in streams] == sequential[:4]
     assert odd.status == 200 and odd.text == alone([nudging])[0]
+    start = [r.message for r in caplog.records if r.message.startswith("parallel:")]
+    assert start == ["parallel: up to 4 requests decode together, each from an empty KV cache (no "
+                     "reuse across requests); one at a time, once the others end: nudging (and any "
+                     "request whose method or support cannot batch)"]
 
 
 class Limited(FakeEngine):
