@@ -164,6 +164,13 @@ def main() -> None:
     assert isinstance(first, list)
     same = sum(all(r["texts"][i] == first[i] for r in results) for i in range(len(first)))  # type: ignore[index]
     print(f"answers with the same text at every --parallel: {same} of {len(first)}")
+    for i, text in enumerate(first):
+        for r in results[1:]:
+            other = r["texts"][i]  # type: ignore[index]
+            if other != text:
+                common = os.path.commonprefix([text, other])
+                print(f"  answer {i}: --parallel {r['parallel']} agrees on the first {len(common)} of "
+                      f"{len(text)} / {len(other)} characters")
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
