@@ -131,7 +131,9 @@ def measure(parallel: int, max_tokens: int, n_ctx: int, threads: int) -> dict[st
             lone.append(a.ttft)
         # 3. a request arriving while 7 run
         busy = [in_thread(url, q, max_tokens) for q in QUESTIONS[1:]]
-        while not all(a.first for _, a in busy[:min(parallel, 7)]):
+        # all 7 sent, and as many streaming as can (at --parallel 1: one runs, six wait)
+        while not (all(a.sent for _, a in busy)
+                   and sum(a.first is not None for _, a in busy) >= min(parallel, 7)):
             time.sleep(0.01)
         late = Answer()
         stream(url, QUESTIONS[0], 8, late)
