@@ -24,7 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,15 +42,15 @@ from .steps import Result, Step
 @dataclass(frozen=True)
 class Finished:
     """One conversation's answer is complete: its :class:`Result`, or the error that ended it
-    alone (a prompt too long for the context; with answers in flight on a server, a remote fault:
-    :class:`~blendin_local.engines.remote.RemoteError`)."""
+    alone (a prompt too long for the context, an exception in its own step source)."""
 
     index: int
     result: Result | None
-    error: BlendinError | None = None
+    error: Exception | None = None
 
 
 Event = tuple[int, Step] | Finished
+Work = tuple[int, Conversation, GenerationSettings]  # a job for the scheduler: key, conversation, settings
 
 
 DEFAULT_BATCH = 8  # on 2 CPU cores, raw batched decode gains most of its speed-up by 8 (spec §11)
@@ -102,7 +102,7 @@ class GenerationBatch:
         self.settings = settings
         self.batch = batch
         self.results: list[Result | None] = [None] * len(self.conversations)
-        self.errors: list[BlendinError | None] = [None] * len(self.conversations)
+        self.errors: list[Exception | None] = [None] * len(self.conversations)
         self.note = ""
         probe = Generation(pair, self.conversations[0], settings) if self.conversations else None
         self._slots: list[ModelPair] | None = None
@@ -122,6 +122,7 @@ class GenerationBatch:
                     self.note = "a model has no multi-sequence context (a server): one answer at a time"
         self._cancelled = False
         self._active_gens: list[Generation] = []
+        self._scheduler: _Scheduler | None = None
 
     @property
     def batched(self) -> bool:
@@ -130,7 +131,8 @@ class GenerationBatch:
     def cancel(self) -> None:
         """End every answer before its next token; waiting conversations do not start."""
         self._cancelled = True
-        for gen in self._active_gens:
+        running = self._scheduler.generations() if self._scheduler is not None else self._active_gens
+        for gen in running:
             gen.cancel()
 
     def __iter__(self) -> Iterator[tuple[int, Step]]:
@@ -151,10 +153,20 @@ class GenerationBatch:
     def stream(self) -> Iterator[Event]:
         if self._in_flight is not None:
             yield from self._in_flight.run()
-        elif self._slots is None:
+            return
+        if self._slots is None:
             yield from self._one_at_a_time()
-        else:
-            yield from _Scheduler(self, self._slots).run()
+            return
+        waiting = deque((i, conv, self.settings) for i, conv in enumerate(self.conversations))
+
+        def take() -> Work | None:
+            return waiting.popleft() if waiting and not self._cancelled else None
+
+        self._scheduler = _Scheduler(self._slots, take)
+        for event in self._scheduler.run():
+            if isinstance(event, Finished):
+                self.results[event.index], self.errors[event.index] = event.result, event.error
+            yield event
 
     def _finish(self, index: int, gen: Generation, error: BlendinError | None) -> Finished:
         if error is None:
@@ -178,17 +190,30 @@ class GenerationBatch:
 
 
 class _Scheduler:
-    """Continuous batching over slots: see the module docstring."""
+    """Continuous batching over slots (see the module docstring), fed by ``take``: called whenever
+    a slot is free, it gives the next job ``(key, conversation, settings)`` or None (none now). The
+    jobs of one run may differ in settings and method, as long as each one batches. :meth:`run`
+    yields ``(key, Step)`` and a :class:`Finished` per job, and returns once no job is active and
+    ``take`` gives none; ``started`` sees each job's :class:`Generation` before its first step.
 
-    def __init__(self, owner: GenerationBatch, slots: list[ModelPair]) -> None:
-        self.owner = owner
+    An exception in one answer's own step source (or its Generation's set-up, or a decode that
+    held its request) ends that answer alone, with that error; its slot is cleared and taken again.
+    """
+
+    def __init__(self, slots: list[ModelPair], take: Callable[[], Work | None], *,
+                 started: Callable[[int, Generation], None] | None = None) -> None:
         self.slots = slots
+        self.take = take
+        self.started = started
         self.free = list(range(len(slots)))
-        self.waiting = deque(enumerate(owner.conversations))
         self.active: dict[int, tuple[int, Generation, Generator[Step | Eval, None, None]]] = {}
         self.pending: dict[int, Eval] = {}
         # each slot's driving model (the base, or the guide for the guide baseline), by group key
         self.drivers: dict[int, int] = {}
+
+    def generations(self) -> list[Generation]:
+        """The answers running now (cancel them from another thread: they end at the next token)."""
+        return [gen for _, gen, _ in list(self.active.values())]
 
     def run(self) -> Iterator[Event]:
         yield from self._fill()
@@ -206,31 +231,43 @@ class _Scheduler:
                 max(by_group, key=lambda k: len(by_group[k]))
             slots = by_group[key]
             requests = {slot: self.pending.pop(slot) for slot in slots}
-            failed: dict[int, ContextOverflowError] = {}
+            failed: dict[int, Exception] = {}
             for slot, r in requests.items():
                 if len(r.engine.tokens) + len(r.ids) > r.engine.n_ctx:
                     failed[slot] = ContextOverflowError(
                         f"{r.engine.name}: {len(r.engine.tokens) + len(r.ids)} tokens do not fit "
                         f"the context of {r.engine.n_ctx} (raise --n-ctx or shorten the prompt)")
-            run_evals(r for slot, r in requests.items() if slot not in failed)
+            try:
+                run_evals(r for slot, r in requests.items() if slot not in failed)
+            except Exception as exc:  # noqa: BLE001 - the decode failed: so did each answer in it
+                failed.update({slot: exc for slot in slots if slot not in failed})
             for slot in slots:
                 yield from self._resume(slot, failed.get(slot))
             yield from self._fill()
 
     def _fill(self) -> Iterator[Event]:
-        while self.free and self.waiting and not self.owner._cancelled:
+        while self.free:
+            work = self.take()
+            if work is None:
+                return
+            index, conv, settings = work
             slot = self.free.pop(0)
-            index, conv = self.waiting.popleft()
-            gen = Generation(self.slots[slot], conv, self.owner.settings)
             pair = self.slots[slot]
+            try:
+                gen = Generation(pair, conv, settings)
+            except Exception as exc:  # noqa: BLE001 - this job's settings do not run: it alone ends
+                self.free.insert(0, slot)
+                yield Finished(index, None, exc)
+                continue
             driver = pair.base if gen.spec.drives == "base" else pair.guide
             assert driver is not None
             self.drivers[slot] = _key(driver)
             self.active[slot] = (index, gen, gen.events())
-            self.owner._active_gens = [g for _, g, _ in self.active.values()]
+            if self.started is not None:
+                self.started(index, gen)
             yield from self._resume(slot, None)
 
-    def _resume(self, slot: int, error: ContextOverflowError | None) -> Iterator[Event]:
+    def _resume(self, slot: int, error: Exception | None) -> Iterator[Event]:
         """Advance one answer to its next request (or its end), yielding its steps."""
         index, gen, events = self.active[slot]
         try:
@@ -241,15 +278,14 @@ class _Scheduler:
             self.pending[slot] = event
             return
         except StopIteration:
-            finished = self.owner._finish(index, gen, None)
-        except ContextOverflowError as exc:  # this answer's prompt or catch-up does not fit
-            finished = self.owner._finish(index, gen, exc)
+            finished = Finished(index, gen.result, None)
+        except Exception as exc:  # noqa: BLE001 - this answer's own failure (a prompt too long…)
+            finished = Finished(index, None, exc)
         del self.active[slot]
         for engine in (self.slots[slot].base, self.slots[slot].guide, self.slots[slot].anti):
             if engine is not None:
                 engine.rollback(0)  # free the slot's KV for the next conversation
         self.free.append(slot)
-        self.owner._active_gens = [g for _, g, _ in self.active.values()]
         yield finished
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import limits
 from ..engines.remote import RemoteError
-from ..errors import BlendinError, UsageError
+from ..errors import BlendinError, ContextOverflowError, UsageError
 from ..many import Finished, fitting_batch, generate_many
 from ..methods import METHODS
 from ..pair import ModelPair
@@ -198,6 +198,8 @@ def run_plan(
                 # the others in flight finish and are saved, then the run stops with this error
                 remote_error = remote_error or event.error
                 continue
+            if event.error is not None and not isinstance(event.error, ContextOverflowError):
+                raise event.error  # a crash ends the run; only a prompt too long is a record
             item = todo[event.index]
             record = answer_record(task, item, setting, event.result, alphas[event.index],
                                    event.error)

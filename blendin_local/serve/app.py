@@ -1,7 +1,7 @@
 """The FastAPI application: routes, API key, limits, OpenAI-shaped errors, access log.
 
 A thin layer over ``generate``: requests become a ``Conversation`` and ``GenerationSettings``, the
-decoding worker runs them one at a time, steps come back as chunks or one response.
+decoding worker runs them (up to ``parallel`` together), steps come back as chunks or one response.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     max_tokens_limit: int = 4096
     max_prompt_chars: int = 200_000
+    parallel: int = 1  # requests decoded together (many-answers scheduler) where the method batches
 
 
 class ApiError(Exception):
@@ -144,7 +145,10 @@ def create_app(pair: ModelPair, config: ServeConfig, *, generate_fn: GenerateFn 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["worker"] = DecodeWorker(pair, queue_size=config.queue_size, generate_fn=generate_fn)
+        state["worker"] = worker = DecodeWorker(pair, queue_size=config.queue_size,
+                                                generate_fn=generate_fn, parallel=config.parallel)
+        if config.parallel > 1:
+            log.info(worker.describe(config.defaults, models))
         yield
         await asyncio.to_thread(state["worker"].close)
 

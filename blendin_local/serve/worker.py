@@ -1,8 +1,14 @@
 """One decoding thread per loaded pair, fed by a bounded queue.
 
 llama.cpp contexts are not thread-safe and a pair's KV caches are shared state, so every
-generation runs on this one thread, one after the other; requests wait their turn in the queue.
-Each job streams its events back to the asyncio loop of the request that submitted it.
+generation runs on this one thread. With ``parallel`` 1 the jobs run one after the other on the
+pair (KV reuse across requests). With ``parallel`` N > 1 they run on the many-answers scheduler
+(``many._Scheduler``) over N slots (sequence views of the pair's models): a waiting job takes a
+free slot at the next step, a cancelled one frees its slot at its next token, and a failing one
+ends alone. A job whose method cannot batch (``nudging``, ``top100``, ``--compat paper``) waits
+until the running ones finish and then runs alone on the pair. Requests wait their turn in the
+queue either way. Each job streams its events back to the asyncio loop of the request that
+submitted it.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import BlendinError
 from ..generate import Generation, generate
+from ..many import Finished, Work, _Scheduler, pair_sequences
 from ..pair import ModelPair
 from ..prompts import Conversation
 from ..settings import GenerationSettings
@@ -69,15 +76,49 @@ class Job:
 
 
 class DecodeWorker:
-    """Runs jobs one at a time on a daemon thread; ``submit`` raises QueueFull when ``queue_size``
-    jobs already wait."""
+    """Runs jobs on a daemon thread, up to ``parallel`` together; ``submit`` raises QueueFull when
+    ``queue_size`` jobs already wait. ``note`` says why it runs one at a time, where it must."""
 
-    def __init__(self, pair: ModelPair, *, queue_size: int, generate_fn: GenerateFn = generate) -> None:
+    def __init__(self, pair: ModelPair, *, queue_size: int, generate_fn: GenerateFn = generate,
+                 parallel: int = 1) -> None:
         self.pair = pair
         self.generate_fn = generate_fn
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self.note = ""
+        self._slots: list[ModelPair] | None = None
+        if parallel > 1:
+            self._slots = pair_sequences(pair, parallel)
+            if self._slots is None:
+                self.note = "a model has no multi-sequence context (a server)"
+        self._jobs: dict[int, Job] = {}  # key -> job running on the scheduler
+        self._keys = 0
+        self._first: Job | None = None  # the job that starts the next scheduler run
+        self._held: Job | None = None  # a job that cannot batch: it runs alone once the others end
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="blendin-decode", daemon=True)
         self._thread.start()
+
+    @property
+    def parallel(self) -> int:
+        return 1 if self._slots is None else len(self._slots)
+
+    def describe(self, defaults: GenerationSettings, models: list[str]) -> str:
+        """The start-up line on ``--parallel``: how many decode together, and what runs alone."""
+        if self._slots is None:
+            return f"parallel: one request at a time ({self.note or 'asked for'})"
+        alone = [m for m in models if not self._method_batches(defaults, m)]
+        line = (f"parallel: up to {self.parallel} requests decode together, each from an empty KV "
+                "cache (no reuse across requests)")
+        if alone:
+            line += f"; one at a time, once the others end: {', '.join(alone)}"
+        return line + " (and any request whose method or support cannot batch)"
+
+    def _method_batches(self, defaults: GenerationSettings, method: str) -> bool:
+        try:
+            settings = replace(defaults, method=method)
+            return Generation(self.pair, Conversation.single(""), settings).batches
+        except BlendinError:
+            return False
 
     @property
     def waiting(self) -> int:
@@ -92,7 +133,7 @@ class DecodeWorker:
         return job
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop after the current job (waiting jobs are dropped)."""
+        """Stop after the running jobs (waiting jobs are dropped)."""
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -108,8 +149,87 @@ class DecodeWorker:
             job = self._queue.get()
             if job is None:
                 return
-            if not job.cancelled:
+            if job.cancelled:
+                continue
+            if self._slots is None or not self._batches(job):
                 self._decode(job)
+                continue
+            self._first = job
+            self._run_batch(self._slots)
+            held, self._held = self._held, None
+            if held is not None and not held.cancelled:
+                self._decode(held)
+            if self._closing:
+                return
+
+    def _batches(self, job: Job) -> bool:
+        """Can this job share batched decodes? (Its settings' errors show when it runs alone.)"""
+        try:
+            return Generation(self.pair, job.conv, job.settings).batches
+        except Exception:  # noqa: BLE001 - _decode reports it to the request
+            return False
+
+    def _take(self) -> Work | None:
+        """The scheduler's source of work: the next waiting job that batches, or None (none now,
+        or the next one must run alone: later jobs wait behind it)."""
+        while self._held is None and not self._closing:
+            job = self._first
+            self._first = None
+            if job is None:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    return None
+            if job is None:
+                self._closing = True
+                return None
+            if job.cancelled:
+                continue
+            if not self._batches(job):
+                self._held = job
+                return None
+            self._keys += 1
+            self._jobs[self._keys] = job
+            # A slot starts from an empty KV cache and is cleared when its answer ends.
+            return self._keys, job.conv, replace(job.settings, reuse_cache=False)
+        return None
+
+    def _started(self, key: int, gen: Generation) -> None:
+        job = self._jobs[key]
+        job.generation = gen
+        if job.cancelled:  # cancelled before its generation existed
+            gen.cancel()
+        job.emit("start")
+
+    def _run_batch(self, slots: list[ModelPair]) -> None:
+        try:
+            self._route(slots)
+        except Exception as exc:  # noqa: BLE001 - not one answer's fault: end them all, live on
+            log.exception("the batched decode failed")
+            for job in self._jobs.values():
+                job.emit("error", exc)
+            self._jobs.clear()
+            for slot in slots:
+                for engine in (slot.base, slot.guide, slot.anti):
+                    if engine is not None:
+                        engine.rollback(0)
+
+    def _route(self, slots: list[ModelPair]) -> None:
+        """Run the scheduler and hand each event to its job."""
+        for event in _Scheduler(slots, self._take, started=self._started).run():
+            if isinstance(event, Finished):
+                job = self._jobs.pop(event.index)
+                if event.error is None:
+                    job.emit("done", job.generation)
+                    continue
+                if job.generation is None:  # it failed before it started
+                    job.emit("start")
+                if not isinstance(event.error, BlendinError):
+                    log.error("generation failed", exc_info=event.error)
+                job.emit("error", event.error)
+            else:
+                key, step = event
+                self._jobs[key].emit("step", step)
 
     def _decode(self, job: Job) -> None:
         job.emit("start")
