@@ -80,8 +80,8 @@ def slow_server(state: dict, lock: threading.Lock, *, fail: str | None = None):
         with lock:
             state["now"] -= 1
         send_sse_head(h)
-        h.wfile.write(completion_chunk([" 4"]).encode() + completion_chunk(["."]).encode()
-                      + b"data: [DONE]\n\n")
+        h.wfile.write(completion_chunk([" 4"]).encode()
+                      + completion_chunk(["."], finish="stop").encode() + b"data: [DONE]\n\n")
 
     return {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]}),
             "POST /v1/completions": completions}
@@ -140,7 +140,7 @@ def test_cancel_stops_every_answer_in_flight():
                 h.wfile.write(completion_chunk([" x"]).encode())
                 h.wfile.flush()
                 time.sleep(0.2)
-            h.wfile.write(b"data: [DONE]\n\n")
+            h.wfile.write(completion_chunk([], finish="length").encode() + b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
 
