@@ -40,6 +40,7 @@ def _text(y: bytes) -> str:
 
 FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's runs average ~4)
 IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
+DRAIN = 3  # at most this many tokens left in a chunk: read them rather than close (server on this machine)
 
 
 @dataclass
@@ -120,6 +121,8 @@ class Run:
     asked: int
     sent: float = field(default_factory=time.perf_counter)
     timed: bool = True  # False: its first position was read before (a nudging check read on)
+    drained: bool = False  # read to its end before (``finish`` is its finish_reason)
+    finish: str | None = None
 
 
 class BaseRuns:
@@ -143,10 +146,13 @@ class BaseRuns:
     def read(self, run: Run, index: int,
              is_unsure: Callable[[Position, int], bool]) -> Generator[Step, None, RunEnd]:
         """Accept ``run``'s positions from step ``index`` on as base steps, up to the first one
-        ``is_unsure`` (the stream is closed there: nothing more is read from that request)."""
+        ``is_unsure``. Nothing more of that request is used as it stands; a server on this machine
+        with at most ``DRAIN`` tokens left in the chunk is read to the chunk's end (``RunEnd.rest``),
+        otherwise the stream is closed there."""
         gen = self.gen
         got = 0
         unsure: Position | None = None
+        rest: Run | None = None
         t0 = arrived = time.perf_counter()
         with contextlib.closing(run.positions) as positions:
             for position in positions:
@@ -154,24 +160,41 @@ class BaseRuns:
                 got += 1
                 if is_unsure(position, index):
                     unsure = position
+                    rest = self._drain(positions, run.asked - got)
                     break
                 yield base_step(gen, position, index, time.perf_counter() - t0)
                 index += 1
                 if gen.stop_reason is not None or index >= gen.settings.max_tokens:
                     return RunEnd(index, None, 0.0, over=True)
                 t0 = time.perf_counter()
-        if unsure is None and self.base.ended_early(got, run.asked):  # the server ended the text
+        if unsure is None and self._ended(run, got):  # the server ended the text
             base_ended(gen)
             return RunEnd(index, None, 0.0, over=True)
         if unsure is None:
             self.sizer.ran_out()
-        else:
+        elif rest is None:
             self._settle(arrived, run.asked - got)
-        return RunEnd(index, unsure, time.perf_counter() - t0, over=False)
+        return RunEnd(index, unsure, time.perf_counter() - t0, over=False, rest=rest)
+
+    def _ended(self, run: Run, got: int) -> bool:
+        if run.drained:
+            return run.finish == "stop"
+        return self.base.ended_early(got, run.asked)
+
+    def _drain(self, positions: Iterator[Position], left: int) -> Run | None:
+        """Where the server shares this machine and has at most ``DRAIN`` tokens left to decode
+        for this chunk, read them: when the stream ends the server is idle (no guess), and if the
+        guide keeps the base's token they are the base's next positions. None: close instead."""
+        if not self.base.shares_cpu or not 0 < left <= DRAIN:
+            return None
+        t0 = time.perf_counter()
+        rest = list(positions)
+        self.base.traffic.settle_s += time.perf_counter() - t0  # already in traffic.seconds
+        return Run(_replay(rest), len(rest), timed=False, drained=True, finish=self.base.last_finish)
 
     def _arrived(self, run: Run, got: int, last: float) -> float:
         now = time.perf_counter()
-        if got >= 2 or run.timed:
+        if not run.drained and (got >= 2 or run.timed):
             (self.clock.gaps if got else self.clock.firsts).append(now - (last if got else run.sent))
         return now
 
@@ -197,6 +220,19 @@ class RunEnd:
     unsure: Position | None
     t_base: float
     over: bool
+    rest: Run | None = None  # the chunk after ``unsure``, read to its end: the base's next positions
+    #                          if the guide keeps the base's token there
+
+    def read_on(self, piece: bytes) -> Run | None:
+        """The rest of the chunk, to read on from, when the token chosen at ``unsure`` is the
+        base's own."""
+        if self.rest is None or self.unsure is None or piece != self.unsure.text.encode():
+            return None
+        return self.rest
+
+
+def _replay(positions: list[Position]) -> Generator[Position, None, None]:
+    yield from positions
 
 
 def base_step(gen: Decoding, position: Position, index: int, t_base: float) -> Step:
@@ -224,8 +260,10 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
         return guide is not None and position.top1_prob < s.gamma and not capped
 
     index = 0
+    pending: Run | None = None  # the rest of a chunk, read on where the guide kept the base's token
     while index < s.max_tokens:
-        end = yield from runs.read(runs.stream(b"", index), index, is_unsure)
+        run, pending = pending or runs.stream(b"", index), None
+        end = yield from runs.read(run, index, is_unsure)
         index = end.index
         if end.over:
             return
@@ -234,10 +272,12 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
         assert guide is not None
         interventions += 1
         runs.sizer.intervened()
-        yield _blend_step(gen, end.unsure, guide, index, end.t_base)
+        step = _blend_step(gen, end.unsure, guide, index, end.t_base)
+        yield step
         index += 1
         if gen.stop_reason is not None:
             return
+        pending = end.read_on(step.piece)
 
 
 def _blend_step(gen: Decoding, position: Position, guide: GuideView, index: int,
