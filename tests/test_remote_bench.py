@@ -27,7 +27,7 @@ def test_bench_remote_native_runs_both_loops_at_each_rtt_and_checks_the_bounds(l
     here), with the server's own count of the tokens it generated."""
     pin = len(os.sched_getaffinity(0)) >= 2
     proc = run("bench", "--remote-native", "base", "--llama-server", str(llama_server_binary),
-               "--max-tokens", "24", "--rounds", "1", "--rtt", "0,20", *(["--pin-server"] if pin else []),
+               "--max-tokens", "16", "--rounds", "1", "--rtt", "0,20", *(["--pin-server"] if pin else []),
                "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
