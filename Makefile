@@ -77,9 +77,10 @@ lint: install
 bench: models
 	$(BIN)/blendin-local bench
 
-# Chunked vs per-token remote loops against llama-server instances holding the default pair (started
-# on free loopback ports for the run, stopped after).
-BENCH_REMOTE_ARGS ?= --remote-native base --max-tokens 128 --rounds 1
+# Chunked vs per-token remote loops against llama-server holding the default base (started
+# on a free loopback port for the run, stopped after) at 0, 5, 20 and 50 ms of round trip (a delay
+# proxy), on shared cores and with the server on its own core(s).
+BENCH_REMOTE_ARGS ?= --remote-native base --max-tokens 128 --rounds 1 --rtt 0,5,20,50 --pin-server
 bench-remote: models llama-server
 	$(BIN)/blendin-local bench --llama-server $(LLAMA_SERVER) $(BENCH_REMOTE_ARGS)
 

@@ -50,10 +50,14 @@ def find_llama_server(path: str | None = None) -> Path:
 
 
 @contextmanager
-def serving(argv: Sequence[str], ready_url: str, *, name: str, start_timeout: float = 180) -> Iterator[None]:
-    """Run ``argv`` until the block ends; the block starts once ``GET ready_url`` answers 200."""
+def serving(argv: Sequence[str], ready_url: str, *, name: str, start_timeout: float = 180,
+            cpus: set[int] | None = None) -> Iterator[None]:
+    """Run ``argv`` until the block ends (on the given CPU cores only, where ``cpus`` names them);
+    the block starts once ``GET ready_url`` answers 200."""
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=pin)
     try:
         deadline = time.monotonic() + start_timeout
         while True:
@@ -85,6 +89,7 @@ def serving(argv: Sequence[str], ready_url: str, *, name: str, start_timeout: fl
 def llama_server(
     binary: Path, model: Path, alias: str, *, n_ctx: int = 2048, threads: int = 2,
     extra: Sequence[str] = (), start_timeout: float = 180, parallel: int = 1,
+    cpus: set[int] | None = None,
 ) -> Iterator[str]:
     """``llama-server`` holding ``model`` as ``alias`` (``parallel`` slots of ``n_ctx`` tokens each,
     batched together by the server; no web UI); yields its API base URL (…/v1).
@@ -98,5 +103,6 @@ def llama_server(
             "-c", str(n_ctx * parallel), "-t", str(threads), "-np", str(parallel), "--swa-full",
             "--no-webui", *extra]
     root = f"http://127.0.0.1:{port}"
-    with serving(argv, f"{root}/health", name=f"llama-server ({model.name})", start_timeout=start_timeout):
+    with serving(argv, f"{root}/health", name=f"llama-server ({model.name})", start_timeout=start_timeout,
+                 cpus=cpus):
         yield f"{root}/v1"

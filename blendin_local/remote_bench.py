@@ -1,23 +1,33 @@
 """``blendin-local bench`` with the base on a server: our chunked loop (one base request per confident
 run of up to K tokens) against the reference's per-token loop (one request per model per token, the
 whole text re-sent), side by side in one run on the same servers and GSM8K-style questions, BlendIn
-with the paper's top-100 string blend at γ = 0.4, greedy (issue 10's targets).
+with the paper's top-100 string blend at γ = 0.4 (or nudging), greedy.
 
-``--remote-native`` starts llama.cpp's ``llama-server`` on free loopback ports for the run (the base,
-or the whole pair) and stops it after: a server whose logprobs are cheap, as vLLM's are on a GPU.
+Each round trip time asked (``--rtt``) puts a :mod:`netem` delay proxy between the client and every
+server. Where llama-server runs with ``--metrics`` the tokens it generated are read before and after
+each answer, against the tokens kept. ``--remote-native`` starts llama.cpp's ``llama-server`` on free
+loopback ports for the run (the base, or the whole pair) and stops it after: a server whose logprobs
+are cheap, as vLLM's are on a GPU; ``--pin-server`` adds a variant with that server on its own
+core(s) and the client on the others, as on two machines.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from .engines import is_remote
-from .engines.remote import Traffic
+from .engines.remote import RemoteModel, Traffic
 from .generate import generate
+from .netem import delay_proxy, through
 from .pair import ModelPair, prompt_for
 from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from .settings import GenerationSettings
@@ -25,8 +35,9 @@ from .steps import Result
 
 GAMMA = 0.4
 CLIENT_MS_TARGET = 2.0
-SPEEDUP_TARGET = 2.0
-SPEEDUP_BELOW_RATE = 0.15
+SPEEDUP_AT_RTT = ((20.0, 2.0), (0.0, 1.0))  # (from this RTT in ms, chunked / per-token tok/s at least)
+GUIDE_SLOWDOWN_TARGET = 1.2  # guide s per intervention, chunked / per-token, at most
+SERVER_WASTE_TARGET = 1.25  # tokens the server generated / tokens kept (chunked), at most
 
 # Grade-school word problems in GSM8K's style (written for this bench, not taken from the data set).
 QUESTIONS = (
@@ -54,12 +65,15 @@ class LoopRun:
     seconds: float = 0.0  # decode time: a local guide's prompt processing excluded
     client_s: float = 0.0
     base_wait_s: float = 0.0  # blocked on the base server (its compute, the network, HTTP)
+    settle_s: float = 0.0  # of base_wait_s: left to a server on this machine to stop after a close
+    guide_s: float = 0.0  # the guide's time at interventions (local compute, or its requests)
     bytes_received: int = 0
     base_requests: int = 0
     base_bound: int = 0  # sum over answers of interventions + ceil(tokens / K) + 1
     base_over: int = 0  # answers whose base requests exceeded their bound
     guide_requests: int | None = None  # None: a local guide
     guide_over: int = 0
+    server_generated: int | None = None  # tokens the base server generated (its --metrics)
     texts: list[str] = field(default_factory=list)
 
     @property
@@ -74,16 +88,28 @@ class LoopRun:
     def client_ms_per_token(self) -> float:
         return 1000 * self.client_s / self.tokens if self.tokens else 0.0
 
-    def add(self, r: Result) -> None:
+    @property
+    def guide_ms_per_intervention(self) -> float:
+        return 1000 * self.guide_s / self.interventions if self.interventions else 0.0
+
+    @property
+    def generated_per_kept(self) -> float | None:
+        if self.server_generated is None or not self.tokens:
+            return None
+        return self.server_generated / self.tokens
+
+    def add(self, r: Result, generated: int | None) -> None:
         remote = r.remote or {}
         base, guide = remote.get("base", {}), remote.get("guide")
         self.tokens += r.tokens
         self.interventions += r.interventions
         self.seconds += r.seconds - r.prefill_s
         self.client_s += float(remote.get("client_ms_per_token", 0.0)) * r.tokens / 1000
+        self.guide_s += r.t_guide
         bound = r.interventions + math.ceil(r.tokens / self.chunk) + 1
         self.base_requests += int(base.get("requests", 0))
         self.base_wait_s += float(base.get("seconds", 0.0))
+        self.settle_s += float(base.get("settle_seconds", 0.0))
         self.base_bound += bound
         self.base_over += int(base.get("requests", 0)) > bound
         self.bytes_received += int(base.get("bytes_received", 0))
@@ -91,21 +117,28 @@ class LoopRun:
             self.guide_requests = (self.guide_requests or 0) + int(guide["requests"])
             self.guide_over += int(guide["requests"]) > r.interventions
             self.bytes_received += int(guide.get("bytes_received", 0))
+        if generated is not None:
+            self.server_generated = (self.server_generated or 0) + generated
         self.texts.append(r.text)
 
     def to_dict(self) -> dict[str, Any]:
+        per_token = (lambda x: round(x / self.tokens, 3)) if self.tokens else (lambda x: 0.0)
+        waste = self.generated_per_kept
         return {
             "chunk": self.chunk, "tokens": self.tokens, "interventions": self.interventions,
             "intervention_rate": round(self.rate, 4), "seconds": round(self.seconds, 3),
             "tokens_per_s": round(self.tokens_per_s, 2),
             "client_ms_per_token": round(self.client_ms_per_token, 3),
-            "base_wait_ms_per_token": round(1000 * self.base_wait_s / self.tokens, 2) if self.tokens else 0.0,
-            "bytes_received": self.bytes_received, "bytes_per_token": round(
-                self.bytes_received / self.tokens, 1) if self.tokens else 0.0,
+            "base_wait_ms_per_token": round(1000 * per_token(self.base_wait_s), 2),
+            "settle_ms_per_token": round(1000 * per_token(self.settle_s), 2),
+            "guide_ms_per_intervention": round(self.guide_ms_per_intervention, 2),
+            "bytes_received": self.bytes_received, "bytes_per_token": per_token(self.bytes_received),
             "base_requests": self.base_requests, "base_request_bound": self.base_bound,
-            "base_requests_per_token": round(self.base_requests / self.tokens, 3) if self.tokens else 0.0,
+            "base_requests_per_token": per_token(self.base_requests),
             "answers_over_base_bound": self.base_over,
             "guide_requests": self.guide_requests, "answers_over_guide_bound": self.guide_over,
+            "server_generated": self.server_generated,
+            "server_generated_per_kept": None if waste is None else round(waste, 3),
         }
 
 
@@ -124,9 +157,10 @@ def warm(pair: ModelPair, question: str) -> None:
     base.next_position(prompt, logprobs=1)
 
 
-def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_tokens: int) -> Result:
-    """One greedy BlendIn (top-100) answer with the base asked ``chunk`` tokens per request; the
-    remote models' traffic counts this answer only."""
+def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_tokens: int,
+           method: str = "blendin") -> Result:
+    """One greedy answer (BlendIn top-100, or nudging) with the base asked at most ``chunk`` tokens
+    per request; the remote models' traffic counts this answer only."""
     base = pair.base
     assert is_remote(base), "the remote bench needs a base on a server"
     saved = base.chunk_tokens
@@ -136,52 +170,139 @@ def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_toke
     base.chunk_tokens = chunk
     try:
         conv = conversation(question)
-        settings = GenerationSettings(method="blendin", support="top100", gamma=gamma,
-                                      max_tokens=max_tokens)
+        support = "top100" if method == "blendin" else "full"
+        settings = GenerationSettings(method=method, support=support, gamma=gamma, max_tokens=max_tokens)
         return generate(pair, conv, settings).run()
     finally:
         base.chunk_tokens = saved
 
 
-def run_remote_bench(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: int,
-                     gamma: float = GAMMA) -> dict[str, Any]:
+class ServerCounter:
+    """llama-server's ``/metrics`` (``--metrics``): tokens generated so far, read once the server
+    is idle (a slot's tokens are counted when it is released, also after a cancel)."""
+
+    def __init__(self, root: str) -> None:
+        self.url = f"{root}/metrics"
+
+    @classmethod
+    def of(cls, engine: RemoteModel) -> ServerCounter | None:
+        counter = cls(engine.spec.url.removesuffix("/v1"))
+        return counter if counter.generated() is not None else None
+
+    def generated(self) -> int | None:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                response = httpx.get(self.url, timeout=5)
+            except httpx.HTTPError:
+                return None
+            if response.status_code != 200:
+                return None
+            found = dict(re.findall(r"^llamacpp:(\w+) ([0-9.e+]+)$", response.text, re.MULTILINE))
+            if "tokens_predicted_total" not in found:
+                return None
+            if float(found.get("requests_processing", 0)) == 0 or time.monotonic() > deadline:
+                return int(float(found["tokens_predicted_total"]))
+            time.sleep(0.01)
+
+
+@contextmanager
+def network(pair: ModelPair, rtt_ms: float) -> Iterator[None]:
+    """Every remote model of ``pair`` reached through a delay proxy adding ``rtt_ms`` (none at 0)."""
+    engines = [e for e in (pair.base, pair.guide) if e is not None and isinstance(e, RemoteModel)]
+    if rtt_ms <= 0:
+        yield
+        return
+    with ExitStack() as stack:
+        for engine in engines:
+            proxy = stack.enter_context(delay_proxy(engine.spec.url, rtt_ms))
+            engine.route(through(engine.spec.url, proxy))
+            stack.callback(engine.route, engine.spec.url)
+        yield
+
+
+def run_loops(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: int, gamma: float,
+              method: str, counter: ServerCounter | None) -> tuple[LoopRun, LoopRun]:
     """Both loops on every question in turn, ``rounds`` times (the machine's drift hits both)."""
-    chunked, per_token = LoopRun(f"chunked (K={chunk})", chunk), LoopRun("per-token (K=1)", 1)
+    chunked, per_token = LoopRun(f"chunked (K≤{chunk})", chunk), LoopRun("per-token (K=1)", 1)
     for _ in range(rounds):
         for question in QUESTIONS:
             warm(pair, question)
             for run in (chunked, per_token):
-                run.add(answer(pair, question, chunk=run.chunk, gamma=gamma, max_tokens=max_tokens))
+                before = counter.generated() if counter else None
+                r = answer(pair, question, chunk=run.chunk, gamma=gamma, max_tokens=max_tokens,
+                           method=method)
+                after = counter.generated() if counter else None
+                run.add(r, None if before is None or after is None else after - before)
+    return chunked, per_token
+
+
+def speedup_target(rtt_ms: float) -> float:
+    return next(target for floor, target in SPEEDUP_AT_RTT if rtt_ms >= floor)
+
+
+def targets(chunked: LoopRun, per_token: LoopRun, *, rtt_ms: float, method: str) -> list[dict[str, Any]]:
+    """The issue's targets for one round trip time: met (True), missed (False), n/a (None)."""
+    k = chunked.chunk
     same = sum(a == b for a, b in zip(chunked.texts, per_token.texts, strict=True))
     ratio = chunked.tokens_per_s / per_token.tokens_per_s if per_token.tokens_per_s else 0.0
-    speed_applies = chunked.rate < SPEEDUP_BELOW_RATE
-    guide_row: dict[str, Any]
-    if chunked.guide_requests is None:
-        guide_row = {"metric": "guide requests <= interventions", "value": "local guide",
-                     "target": "<= interventions", "ok": None}
-    else:
-        guide_row = {"metric": "guide requests <= interventions",
-                     "value": f"{chunked.guide_requests} / {chunked.interventions}",
-                     "target": "<= interventions (every answer)", "ok": chunked.guide_over == 0}
-    targets = [
-        {"metric": f"base requests <= interventions + ceil(tokens/{chunk}) + 1",
+    want = speedup_target(rtt_ms)
+    guide_ratio = (chunked.guide_ms_per_intervention / per_token.guide_ms_per_intervention
+                   if per_token.guide_ms_per_intervention else 0.0)
+    waste = chunked.generated_per_kept
+    bound_applies = method == "blendin"
+    rows: list[dict[str, Any]] = [
+        {"metric": "chunked / per-token tok/s", "value": round(ratio, 3), "target": f">= {want:g}",
+         "ok": ratio >= want},
+        {"metric": "guide ms per intervention, chunked / per-token", "value": round(guide_ratio, 3),
+         "target": f"<= {GUIDE_SLOWDOWN_TARGET:g}", "ok": guide_ratio <= GUIDE_SLOWDOWN_TARGET},
+        {"metric": "server tokens generated / kept (chunked)",
+         "value": "no --metrics" if waste is None else round(waste, 3),
+         "target": f"<= {SERVER_WASTE_TARGET:g}",
+         "ok": None if waste is None else waste <= SERVER_WASTE_TARGET},
+        {"metric": f"base requests <= interventions + ceil(tokens/{k}) + 1",
          "value": f"{chunked.base_requests} / {chunked.base_bound}",
-         "target": "<= bound (every answer)", "ok": chunked.base_over == 0},
-        guide_row,
+         "target": "<= bound (every answer)" if bound_applies else "n/a: nudging checks words",
+         "ok": chunked.base_over == 0 if bound_applies else None},
+    ]
+    if chunked.guide_requests is None:
+        rows.append({"metric": "guide requests <= interventions", "value": "local guide",
+                     "target": "<= interventions", "ok": None})
+    else:
+        rows.append({"metric": "guide requests <= interventions",
+                     "value": f"{chunked.guide_requests} / {chunked.interventions}",
+                     "target": "<= interventions (every answer)", "ok": chunked.guide_over == 0})
+    rows += [
         {"metric": "client ms per token (chunked)", "value": round(chunked.client_ms_per_token, 3),
          "target": f"<= {CLIENT_MS_TARGET:g}", "ok": chunked.client_ms_per_token <= CLIENT_MS_TARGET},
-        {"metric": "chunked / per-token tok/s", "value": round(ratio, 3),
-         "target": f">= {SPEEDUP_TARGET:g} (interventions < {SPEEDUP_BELOW_RATE:.0%})",
-         "ok": ratio >= SPEEDUP_TARGET if speed_applies else None},
         {"metric": "greedy text chunked == per-token", "value": f"{same} / {len(chunked.texts)}",
          "target": "every answer", "ok": same == len(chunked.texts)},
     ]
+    return rows
+
+
+def run_remote_bench(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: int,
+                     gamma: float = GAMMA, rtts: Sequence[float] = (0.0,), method: str = "blendin",
+                     variant: str = "shared cores") -> dict[str, Any]:
+    """Both loops at every round trip time in ``rtts``: one entry per RTT under ``"variants"``."""
+    base = pair.base
+    assert isinstance(base, RemoteModel), "the remote bench needs a base on a server"
+    counter = ServerCounter.of(base)
+    variants = []
+    for rtt_ms in rtts:
+        with network(pair, rtt_ms):
+            chunked, per_token = run_loops(pair, chunk=chunk, max_tokens=max_tokens, rounds=rounds,
+                                           gamma=gamma, method=method, counter=counter)
+        variants.append({"variant": variant, "rtt_ms": rtt_ms,
+                         "waits_for_server": base.shares_cpu,
+                         "runs": {run.name: run.to_dict() for run in (chunked, per_token)},
+                         "targets": targets(chunked, per_token, rtt_ms=rtt_ms, method=method)})
     return {
-        "runs": {run.name: run.to_dict() for run in (chunked, per_token)},
-        "targets": targets,
+        "variants": variants,
         "servers": {role: engine.name for role, engine in (("base", pair.base), ("guide", pair.guide))
                     if engine is not None},
-        "gamma": gamma, "max_tokens": max_tokens, "rounds": rounds, "questions": len(QUESTIONS),
+        "method": method, "gamma": gamma, "max_tokens": max_tokens, "rounds": rounds,
+        "questions": len(QUESTIONS), "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -191,33 +312,43 @@ def print_remote_report(report: dict[str, Any]) -> None:
 
     console = Console()
     servers = ", ".join(f"{role}: {name}" for role, name in report["servers"].items())
-    t = Table(title=f"BlendIn top-100, γ={report['gamma']}, greedy: {report['questions']} GSM8K-style "
-                    f"questions × {report['rounds']} rounds, ≤{report['max_tokens']} tokens ({servers})")
-    cols = ("loop", "tokens", "interventions", "base req (bound)", "guide req", "KB received",
-            "base wait ms/tok", "client ms/tok", "tok/s")
+    title = (f"{report['method']}, γ={report['gamma']}, greedy: {report['questions']} GSM8K-style "
+             f"questions × {report['rounds']} rounds, ≤{report['max_tokens']} tokens ({servers}); "
+             f"load average after: {' '.join(map(str, report['load_average']))}")
+    t = Table(title=title)
+    cols = ("variant", "RTT ms", "loop", "tokens", "interventions", "base req (bound)", "guide req",
+            "server gen / kept", "base wait ms/tok", "settle ms/tok", "guide ms/interv.",
+            "client ms/tok", "tok/s")
     for col in cols:
-        t.add_column(col, justify="left" if col == "loop" else "right")
-    for name, r in report["runs"].items():
-        guide = "local" if r["guide_requests"] is None else str(r["guide_requests"])
-        t.add_row(name, str(r["tokens"]), f"{r['interventions']} ({r['intervention_rate']:.1%})",
-                  f"{r['base_requests']} ({r['base_request_bound']})", guide,
-                  f"{r['bytes_received'] / 1000:.0f}", f"{r['base_wait_ms_per_token']:.1f}",
-                  f"{r['client_ms_per_token']:.2f}",
-                  f"{r['tokens_per_s']:.1f}")
+        t.add_column(col, justify="left" if col in ("variant", "loop") else "right")
+    for v in report["variants"]:
+        for name, r in v["runs"].items():
+            guide = "local" if r["guide_requests"] is None else str(r["guide_requests"])
+            waste = "–" if r["server_generated"] is None else f"{r['server_generated']} / {r['tokens']}"
+            t.add_row(v["variant"], f"{v['rtt_ms']:g}", name, str(r["tokens"]),
+                      f"{r['interventions']} ({r['intervention_rate']:.1%})",
+                      f"{r['base_requests']} ({r['base_request_bound']})", guide, waste,
+                      f"{r['base_wait_ms_per_token']:.1f}", f"{r['settle_ms_per_token']:.1f}",
+                      f"{r['guide_ms_per_intervention']:.1f}", f"{r['client_ms_per_token']:.2f}",
+                      f"{r['tokens_per_s']:.1f}")
     console.print(t)
     t2 = Table(title="targets")
-    for col in ("metric", "value", "target", ""):
+    for col in ("variant", "RTT ms", "metric", "value", "target", ""):
         t2.add_column(col)
     marks = {True: "[green]met[/]", False: "[red]missed[/]", None: "n/a"}
-    for row in report["targets"]:
-        t2.add_row(row["metric"], str(row["value"]), row["target"], marks[row["ok"]])
+    for v in report["variants"]:
+        for row in v["targets"]:
+            t2.add_row(v["variant"], f"{v['rtt_ms']:g}", row["metric"], str(row["value"]),
+                       row["target"], marks[row["ok"]])
     console.print(t2)
 
 
 @contextmanager
-def native_servers(opts: dict[str, Any], which: str) -> Iterator[dict[str, Any]]:
+def native_servers(opts: dict[str, Any], which: str, *, cpus: set[int] | None = None,
+                   threads: int | None = None) -> Iterator[dict[str, Any]]:
     """``opts`` with the base (``which == "base"``) or base and guide (``"pair"``) replaced by
-    llama-server instances holding those GGUFs, for the length of the block."""
+    llama-server instances (with ``--metrics``, on ``cpus`` where given) holding those GGUFs, for
+    the length of the block."""
     from .engines.remote import RemoteSpec
     from .models import default_model, resolve_model
     from .native_server import find_llama_server, llama_server
@@ -231,7 +362,37 @@ def native_servers(opts: dict[str, Any], which: str) -> Iterator[dict[str, Any]]
             if RemoteSpec.is_remote(name):
                 continue  # already on a server
             path = resolve_model(name)
-            url = stack.enter_context(llama_server(binary, path, name, n_ctx=min(opts["n_ctx"], 4096),
-                                                   threads=opts.get("threads") or 2))
+            url = stack.enter_context(llama_server(
+                binary, path, name, n_ctx=min(opts["n_ctx"], 4096),
+                threads=threads or opts.get("threads") or 2, extra=("--metrics",), cpus=cpus))
             served[role] = f"{url}#{name}"
         yield served
+
+
+def split_cores() -> tuple[set[int], set[int]] | None:
+    """This process's cores split in two, (client's, server's) — the server gets the upper half —
+    or None where there is only one."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    half = len(cores) // 2
+    return set(cores[:half]), set(cores[half:])
+
+
+@contextmanager
+def pinned(cores: set[int]) -> Iterator[None]:
+    """Every thread of this process (llama.cpp's pools included) on ``cores`` for the block."""
+    saved = os.sched_getaffinity(0)
+
+    def pin_all(to: set[int]) -> None:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), to)
+            except OSError:  # a thread that ended meanwhile
+                pass
+
+    pin_all(cores)
+    try:
+        yield
+    finally:
+        pin_all(saved)

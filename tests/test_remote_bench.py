@@ -4,6 +4,7 @@ side by side in one run, each request bound checked per answer; faults are one l
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,28 +21,47 @@ def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.integration
-def test_bench_remote_native_runs_both_loops_and_checks_the_bounds(llama_server_binary):
-    """--remote-native starts llama-server with the default base for the run; the report holds
-    both loops (speed targets are read by people, not asserted here)."""
+def test_bench_remote_native_runs_both_loops_at_each_rtt_and_checks_the_bounds(llama_server_binary):
+    """--remote-native starts llama-server with the default base for the run; the report holds both
+    loops per round trip time and per variant (speed targets are read by people, not asserted
+    here), with the server's own count of the tokens it generated."""
+    pin = len(os.sched_getaffinity(0)) >= 2
     proc = run("bench", "--remote-native", "base", "--llama-server", str(llama_server_binary),
-               "--max-tokens", "24", "--rounds", "1", "--json")
+               "--max-tokens", "16", "--rounds", "1", "--rtt", "0,20", *(["--pin-server"] if pin else []),
+               "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    chunked, per_token = report["runs"]["chunked (K=16)"], report["runs"]["per-token (K=1)"]
     assert report["servers"]["base"].startswith("gemma3-270m@http://127.0.0.1:")
-    assert chunked["tokens"] == per_token["tokens"] > 0
-    assert chunked["interventions"] == per_token["interventions"]
-    # the per-token loop asks once per token (once more where the server ended the text early)
-    assert per_token["tokens"] <= per_token["base_requests"] <= per_token["tokens"] + report["questions"]
-    assert chunked["base_requests"] <= chunked["base_request_bound"]
-    assert chunked["answers_over_base_bound"] == 0
-    assert chunked["base_requests"] < per_token["base_requests"]
-    assert chunked["guide_requests"] is None and chunked["bytes_received"] > 0
-    rows = {row["metric"]: row for row in report["targets"]}
-    assert rows["greedy text chunked == per-token"]["ok"] is True
-    assert rows["base requests <= interventions + ceil(tokens/16) + 1"]["ok"] is True
-    assert rows["guide requests <= interventions"]["ok"] is None  # a local guide
-    assert isinstance(rows["client ms per token (chunked)"]["ok"], bool)
+    variants = report["variants"]
+    assert [v["rtt_ms"] for v in variants] == [0, 20] * (2 if pin else 1)
+    assert [v["waits_for_server"] for v in variants] == [True, True] + ([False, False] if pin else [])
+    if pin:
+        assert variants[2]["variant"].startswith("server on core(s) ")
+    texts = set()
+    for v in variants:
+        chunked, per_token = v["runs"]["chunked (K≤16)"], v["runs"]["per-token (K=1)"]
+        assert chunked["tokens"] == per_token["tokens"] > 0
+        assert chunked["interventions"] == per_token["interventions"]
+        # the per-token loop asks once per token (once more where the server ended the text early)
+        assert per_token["tokens"] <= per_token["base_requests"] <= per_token["tokens"] + report["questions"]
+        assert chunked["base_requests"] <= chunked["base_request_bound"]
+        assert chunked["answers_over_base_bound"] == 0
+        assert chunked["base_requests"] < per_token["base_requests"]
+        assert chunked["guide_requests"] is None and chunked["bytes_received"] > 0
+        # llama-server's --metrics: every kept position was generated once at least
+        for run_ in (chunked, per_token):
+            assert run_["server_generated"] >= run_["tokens"]
+        assert per_token["server_generated"] <= per_token["base_requests"]  # one token per request
+        assert chunked["guide_ms_per_intervention"] > 0
+        rows = {row["metric"]: row for row in v["targets"]}
+        assert rows["greedy text chunked == per-token"]["ok"] is True
+        assert rows["base requests <= interventions + ceil(tokens/16) + 1"]["ok"] is True
+        assert rows["guide requests <= interventions"]["ok"] is None  # a local guide
+        for metric in ("client ms per token (chunked)", "chunked / per-token tok/s",
+                       "server tokens generated / kept (chunked)"):
+            assert isinstance(rows[metric]["ok"], bool)
+        texts.add(chunked["tokens"])
+    assert len(texts) == 1  # the same answers at every RTT and in every variant
 
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
@@ -49,6 +69,9 @@ def test_bench_remote_native_runs_both_loops_and_checks_the_bounds(llama_server_
     (["--remote-native", "base", "--llama-server", "/nonexistent/llama-server"], 2,
      "llama-server: /nonexistent/llama-server is not an executable file"),
     (["--base", "http://127.0.0.1:9/v1#m", "--chat"], 2, "--chat runs on local models only"),
+    (["--base", "http://127.0.0.1:9/v1#m", "--rtt", "0,x"], 2, "is not a comma-separated list"),
+    (["--base", "http://127.0.0.1:9/v1#m", "--rtt", "-5"], 2, "a number of milliseconds >= 0"),
+    (["--base", "http://127.0.0.1:9/v1#m", "--pin-server"], 2, "--pin-server needs --remote-native"),
 ])
 def test_bench_remote_faults_are_one_line(args, code, needle):
     proc = run("bench", *args)

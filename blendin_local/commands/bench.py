@@ -15,6 +15,41 @@ from ..errors import UsageError
 from ..params import Limited
 
 
+def _rtts(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        rtts = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        raise UsageError(f"--rtt: {value!r} is not a comma-separated list of milliseconds") from None
+    if any(r < 0 or r != r for r in rtts):
+        raise UsageError(f"--rtt: {value!r}: a round trip time is a number of milliseconds >= 0")
+    return rtts
+
+
+def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The remote bench on shared cores, then (``pin``, two cores or more) with the server on its
+    own cores and the client on the others."""
+    from ..engines.remote import RemoteModel
+    from ..remote_bench import native_servers, pinned, run_remote_bench, split_cores
+
+    methods = [bench["method"]]
+    kwargs = {"chunk": opts["remote_chunk"], "max_tokens": bench["max_tokens"], "rounds": bench["rounds"],
+              "rtts": bench["rtts"], "method": bench["method"]}
+    with native_servers(opts, native) if native else nullcontext(opts) as served:
+        report = run_remote_bench(pair_from_options(served, methods), **kwargs)
+    cores = split_cores() if pin else None
+    if cores is not None and native:
+        client, server = cores
+        with native_servers(opts, native, cpus=server, threads=len(server)) as served, pinned(client):
+            pair = pair_from_options({**served, "threads": len(client)}, methods)
+            for engine in (pair.base, pair.guide):
+                if isinstance(engine, RemoteModel):
+                    engine.shares_cpu = False  # its own cores: as on another machine
+            name = f"server on core(s) {','.join(map(str, sorted(server)))}"
+            report["variants"] += run_remote_bench(pair, variant=name, **kwargs)["variants"]
+    return report
+
+
 @click.command("bench")
 @model_options
 @click.option("--max-tokens", type=Limited("bench_max_tokens"), default=None,
@@ -32,12 +67,21 @@ from ..params import Limited
                    "(base, blendin) beside a bare batched decode loop, and peak memory.")
 @click.option("--llama-server", "llama_server", default=None, metavar="PATH",
               help="The llama-server executable (`make llama-server`) [env: BLENDIN_LLAMA_SERVER].")
+@click.option("--rtt", "rtts", default="0", show_default=True, metavar="MS[,MS…]", callback=_rtts,
+              help="Remote bench: round trip times to add between client and servers (a loopback "
+                   "delay proxy), e.g. 0,5,20,50.")
+@click.option("--pin-server", is_flag=True,
+              help="With --remote-native: also run with the server on its own core(s) and the client "
+                   "on the others, as on two machines.")
+@click.option("--remote-method", type=click.Choice(["blendin", "nudging"]), default="blendin",
+              show_default=True, help="Remote bench: BlendIn top-100, or nudging.")
 def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool,
-                  remote_native: str | None, throughput: bool, **opts: Any) -> None:
+                  remote_native: str | None, throughput: bool, rtts: tuple[float, ...],
+                  pin_server: bool, remote_method: str, **opts: Any) -> None:
     """Speed and memory of every method against spec §8's targets, measured in one run.
 
     With the base on a server (--base URL#MODEL, or --remote-native): our chunked requests
-    (--remote-chunk K) against one request per token, side by side (issue 10's targets)."""
+    (--remote-chunk K) against one request per token, side by side, at each --rtt."""
     from ..engines.remote import RemoteSpec
 
     if throughput:
@@ -51,17 +95,17 @@ def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool
         return
     max_tokens = max_tokens or 64
     if remote_native or RemoteSpec.is_remote(opts.get("base") or ""):
-        from ..remote_bench import native_servers, print_remote_report, run_remote_bench
-
         if chat:
             raise UsageError("--chat runs on local models only")
-        with native_servers(opts, remote_native) if remote_native else nullcontext(opts) as served:
-            remote_report = run_remote_bench(pair_from_options(served, ["blendin"]),
-                                             chunk=opts["remote_chunk"], max_tokens=max_tokens,
-                                             rounds=rounds)
+        if pin_server and not remote_native:
+            raise UsageError("--pin-server needs --remote-native (a server this run starts)")
+        bench = {"max_tokens": max_tokens, "rounds": rounds, "rtts": rtts, "method": remote_method}
+        remote_report = _remote_bench(opts, remote_native, pin_server, bench)
         if as_json:
             click.echo(json.dumps(remote_report, indent=2))
         else:
+            from ..remote_bench import print_remote_report
+
             print_remote_report(remote_report)
         return
     pair = pair_from_options(opts, ["blendin"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import itertools
 import json
 import os
@@ -84,10 +85,11 @@ class Traffic:
     bytes_received: int = 0
     seconds: float = 0.0
     most_alternatives: int = 0  # the most top-logprob alternatives one position carried
+    settle_s: float = 0.0  # of ``seconds``: left to a server on this machine to stop after a close
 
     def to_dict(self) -> dict[str, float]:
         return {"requests": self.requests, "bytes_received": self.bytes_received,
-                "seconds": round(self.seconds, 4)}
+                "seconds": round(self.seconds, 4), "settle_seconds": round(self.settle_s, 4)}
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -135,6 +137,8 @@ class RemoteModel:
         self.logprob_limit: int | None = None  # learned from the server (a refusal or a silent cap)
         self.last_finish: str | None = None  # the last stream's finish_reason, once it came
         self.name = f"{spec.model}@{spec.url}"
+        # a server on a loopback address shares this machine's cores (the remote loops let it finish)
+        self.shares_cpu: bool = is_loopback(spec.url)
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
@@ -156,6 +160,10 @@ class RemoteModel:
         twin.traffic = Traffic()
         twin.last_finish = None
         return twin
+
+    def route(self, url: str) -> None:
+        """Send requests to ``url`` (the same server behind a proxy) from now on."""
+        self._client.base_url = httpx.URL(url.rstrip("/") + "/")
 
     def report(self) -> dict[str, Any]:
         """What this model cost (``Traffic``), and the logprob limit it ran with, if one was hit."""
@@ -489,6 +497,15 @@ def logprob_limit_in(message: str) -> int | None:
     """The limit a refusal names ("… greater than max allowed: 20"), if any."""
     found = re.search(r"(?:max(?:imum)?[^0-9]{0,40})(\d+)", message, re.IGNORECASE)
     return int(found.group(1)) if found else None
+
+
+def is_loopback(url: str) -> bool:
+    """Is ``url``'s host this machine (localhost, 127.0.0.0/8, ::1)?"""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _reason(exc: httpx.TransportError) -> str:

@@ -13,7 +13,7 @@ from ..settings import NUDGE_TOKENS
 from ..steps import Step
 from .guide_side import guide_view
 from .nudge_words import NudgeSteps, accept_words, split_words
-from .remote_steps import BaseRuns, base_step
+from .remote_steps import BaseRuns, Run, base_step
 
 
 def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
@@ -28,7 +28,7 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
     guide = guide_view(gen)
     runs = BaseRuns(gen, 1)
     index = 0
-    pending: Generator[Position, None, None] | None = None  # a check's stream, read on
+    pending: Run | None = None  # a check's stream, read on
     while index < s.max_tokens:
         chunk, pending = pending or runs.stream(b"", index), None
         end = yield from runs.read(chunk, index, lambda position, _: position.top1_prob < s.gamma)
@@ -38,6 +38,7 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
         unsure, t_base = end.unsure, end.t_base
         if unsure is None:
             continue
+        runs.sizer.intervened()
         t2 = time.perf_counter()
         draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
         words = split_words(b"".join(piece for _, piece in draft))
@@ -52,7 +53,7 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
             index += 1
         if nudge.finished(guide_ended and len(accepted) == len(words)):
             if pending is not None:
-                pending.close()
+                pending.positions.close()
             return
         if not accepted:  # the guide wrote nothing usable: the base takes its own token here
             yield base_step(gen, unsure, index, t_base)
@@ -67,29 +68,29 @@ class _Checks:
 
     def __init__(self, runs: BaseRuns, index: int) -> None:
         self.runs, self.index = runs, index
-        self.last: tuple[Generator[Position, None, None], Position | None] | None = None
+        self.last: tuple[Run, Position | None] | None = None
 
     def base_top(self, accepted: bytes) -> tuple[float, bytes]:
         self.close()
-        stream = self.runs.stream(accepted, self.index)
-        first = next(stream, None)
-        self.last = (stream, first)
+        run = self.runs.stream(accepted, self.index)
+        first = next(run.positions, None)
+        self.last = (run, first)
         if first is None:  # the base ends here: no word goes past its end
             return 1.0, b""
         top = max(first.top, key=first.top.__getitem__) if first.top else first.text
         return first.top1_prob, top.encode()
 
-    def keep_last(self) -> Generator[Position, None, None] | None:
+    def keep_last(self) -> Run | None:
         """The last check's stream with its first position put back, for the base to read on."""
         if self.last is None:
             return None
-        stream, first = self.last
+        run, first = self.last
         self.last = None
-        return _put_back(first, stream)
+        return Run(_put_back(first, run.positions), run.asked, timed=False)
 
     def close(self) -> None:
         if self.last is not None:
-            self.last[0].close()
+            self.last[0].positions.close()
             self.last = None
 
 

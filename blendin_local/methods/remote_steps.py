@@ -7,14 +7,20 @@ One base request per confident run of tokens instead of one per token: while the
 its streamed chunk is accepted token by token; at the first position whose top-1 probability is below
 γ the stream is closed and the guide is asked about that same position (the base's distribution there
 is the one already streamed: no extra request); the next base request starts after the chosen text.
+
+How many tokens each request asks for is :class:`ChunkSizer`'s one decision, and a server on this
+machine is left to finish the token it has in flight before a local model runs (:class:`ServerClock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +38,93 @@ def _text(y: bytes) -> str:
     return y.decode("utf-8", errors="replace")
 
 
+FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's runs average ~4)
+IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
+DRAIN = 3  # at most this many tokens left in a chunk: read them rather than close (server on this machine)
+
+
+@dataclass
+class ChunkSizer:
+    """How many tokens each base request of one answer asks for (a pure policy).
+
+    A stream closed at an unsure position leaves the server decoding up to ``IN_FLIGHT`` tokens that
+    nobody reads, on a machine it may share with the guide; a chunk used up costs one more request.
+    So after an intervention ask for ``first`` tokens and double while chunks are used up, up to
+    ``largest`` (``--remote-chunk``). The request bound, interventions + ⌈tokens / largest⌉ + 1, holds
+    by construction: ``credit`` is what the bound still allows, and a chunk is never so small that
+    using it up would leave the next request over the bound."""
+
+    largest: int
+    first: int = FIRST_CHUNK
+    requests: int = 0
+    interventions: int = 0
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = min(self.first, self.largest)
+
+    def credit(self, tokens: int) -> float:
+        """Requests the bound allows beyond those sent, ``tokens`` into the answer."""
+        return 1 + self.interventions + tokens / self.largest - self.requests
+
+    def ask(self, tokens: int, left: int) -> int:
+        """The next request's size, ``tokens`` into the answer with ``left`` to go (counts it)."""
+        # used up, this chunk must earn the next request: credit - 1 + k / largest >= 1
+        need = math.ceil(self.largest * (2 - self.credit(tokens)) - 1e-9)
+        self.requests += 1
+        return max(1, min(max(self.size, need), self.largest, left))
+
+    def ran_out(self) -> None:
+        """The last chunk was used up: the base is on a confident run, ask for more."""
+        self.size = min(2 * self.size, self.largest)
+
+    def intervened(self) -> None:
+        """The run ended at an unsure position and the guide chose a token."""
+        self.interventions += 1
+        self.size = min(self.first, self.largest)
+
+
+@dataclass
+class ServerClock:
+    """The base server's pace as the client sees it: seconds between streamed positions, and the
+    wait before a request's first position beyond one position's time (the network's round trip
+    and the server's request overhead)."""
+
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+
+    @property
+    def step_s(self) -> float:
+        return statistics.median(self.gaps) if self.gaps else 0.0
+
+    @property
+    def rtt_s(self) -> float:
+        return max(0.0, min(self.firsts) - self.step_s) if self.firsts else 0.0
+
+    def settle_s(self, left_in_chunk: int) -> float:
+        """How long after an unsure position arrived the server is still decoding tokens for a
+        stream closed there: it learns of the close half a round trip later, sees it when it next
+        writes a token, and stops after the token it is then decoding (never past the chunk)."""
+        step = self.step_s
+        if step <= 0 or left_in_chunk <= 0:
+            return 0.0
+        rtt = self.rtt_s
+        seen_after = 1 + math.ceil(rtt / step) if rtt > 0 else IN_FLIGHT
+        return max(0.0, min(left_in_chunk, seen_after) * step - rtt / 2)
+
+
+@dataclass
+class Run:
+    """One base request's stream of positions and the tokens it asked for."""
+
+    positions: Generator[Position, None, None]
+    asked: int
+    sent: float = field(default_factory=time.perf_counter)
+    timed: bool = True  # False: its first position was read before (a nudging check read on)
+    drained: bool = False  # read to its end before (``finish`` is its finish_reason)
+    finish: str | None = None
+
+
 class BaseRuns:
     """Streams of a remote base's confident runs: each request starts after the answer so far."""
 
@@ -42,37 +135,80 @@ class BaseRuns:
         self.base: RemoteModel = base
         self.logprobs: int = logprobs
         self.prompt: str = _text(prompt_for(base, gen.conv, role="base").text)
+        self.sizer: ChunkSizer = ChunkSizer(base.chunk_tokens)
+        self.clock: ServerClock = ServerClock()
 
-    def asked(self, index: int) -> int:
-        return min(self.base.chunk_tokens, self.gen.settings.max_tokens - index)
+    def stream(self, extra: bytes, index: int) -> Run:
+        asked = self.sizer.ask(index, self.gen.settings.max_tokens - index)
+        return Run(self.base.stream(self.prompt + _text(self.gen.output.y + extra), max_tokens=asked,
+                                    logprobs=self.logprobs), asked)
 
-    def stream(self, extra: bytes, index: int) -> Generator[Position, None, None]:
-        return self.base.stream(self.prompt + _text(self.gen.output.y + extra),
-                                max_tokens=self.asked(index), logprobs=self.logprobs)
-
-    def read(self, chunk: Generator[Position, None, None], index: int,
+    def read(self, run: Run, index: int,
              is_unsure: Callable[[Position, int], bool]) -> Generator[Step, None, RunEnd]:
-        """Accept ``chunk``'s positions from step ``index`` on as base steps, up to the first one
-        ``is_unsure`` (the stream is closed there: nothing more is read from that request)."""
+        """Accept ``run``'s positions from step ``index`` on as base steps, up to the first one
+        ``is_unsure``. Nothing more of that request is used as it stands; a server on this machine
+        with at most ``DRAIN`` tokens left in the chunk is read to the chunk's end (``RunEnd.rest``),
+        otherwise the stream is closed there."""
         gen = self.gen
-        asked, got = self.asked(index), 0
+        got = 0
         unsure: Position | None = None
-        t0 = time.perf_counter()
-        with contextlib.closing(chunk) as positions:
+        rest: Run | None = None
+        t0 = arrived = time.perf_counter()
+        with contextlib.closing(run.positions) as positions:
             for position in positions:
+                arrived = self._arrived(run, got, arrived)
                 got += 1
                 if is_unsure(position, index):
                     unsure = position
+                    rest = self._drain(positions, run.asked - got)
                     break
                 yield base_step(gen, position, index, time.perf_counter() - t0)
                 index += 1
                 if gen.stop_reason is not None or index >= gen.settings.max_tokens:
                     return RunEnd(index, None, 0.0, over=True)
                 t0 = time.perf_counter()
-        if unsure is None and self.base.ended_early(got, asked):  # the server ended the text
+        if unsure is None and self._ended(run, got):  # the server ended the text
             base_ended(gen)
             return RunEnd(index, None, 0.0, over=True)
-        return RunEnd(index, unsure, time.perf_counter() - t0, over=False)
+        if unsure is None:
+            self.sizer.ran_out()
+        elif rest is None:
+            self._settle(arrived, run.asked - got)
+        return RunEnd(index, unsure, time.perf_counter() - t0, over=False, rest=rest)
+
+    def _ended(self, run: Run, got: int) -> bool:
+        if run.drained:
+            return run.finish == "stop"
+        return self.base.ended_early(got, run.asked)
+
+    def _drain(self, positions: Iterator[Position], left: int) -> Run | None:
+        """Where the server shares this machine and has at most ``DRAIN`` tokens left to decode
+        for this chunk, read them: when the stream ends the server is idle (no guess), and if the
+        guide keeps the base's token they are the base's next positions. None: close instead."""
+        if not self.base.shares_cpu or not 0 < left <= DRAIN:
+            return None
+        t0 = time.perf_counter()
+        rest = list(positions)
+        self.base.traffic.settle_s += time.perf_counter() - t0  # already in traffic.seconds
+        return Run(_replay(rest), len(rest), timed=False, drained=True, finish=self.base.last_finish)
+
+    def _arrived(self, run: Run, got: int, last: float) -> float:
+        now = time.perf_counter()
+        if not run.drained and (got >= 2 or run.timed):
+            (self.clock.gaps if got else self.clock.firsts).append(now - (last if got else run.sent))
+        return now
+
+    def _settle(self, arrived: float, left_in_chunk: int) -> None:
+        """A server sharing this machine's cores is left to finish the tokens it decodes for the
+        stream just closed before the client's next model work: two thread pools on the same cores
+        slowed the guide's step ~5× (spec §10). Counted as time waiting on the base."""
+        if not self.base.shares_cpu:
+            return
+        wait = self.clock.settle_s(left_in_chunk) - (time.perf_counter() - arrived)
+        if wait > 0:
+            time.sleep(wait)
+            self.base.traffic.seconds += wait
+            self.base.traffic.settle_s += wait
 
 
 @dataclass(frozen=True)
@@ -84,6 +220,19 @@ class RunEnd:
     unsure: Position | None
     t_base: float
     over: bool
+    rest: Run | None = None  # the chunk after ``unsure``, read to its end: the base's next positions
+    #                          if the guide keeps the base's token there
+
+    def read_on(self, piece: bytes) -> Run | None:
+        """The rest of the chunk, to read on from, when the token chosen at ``unsure`` is the
+        base's own."""
+        if self.rest is None or self.unsure is None or piece != self.unsure.text.encode():
+            return None
+        return self.rest
+
+
+def _replay(positions: list[Position]) -> Generator[Position, None, None]:
+    yield from positions
 
 
 def base_step(gen: Decoding, position: Position, index: int, t_base: float) -> Step:
@@ -111,8 +260,10 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
         return guide is not None and position.top1_prob < s.gamma and not capped
 
     index = 0
+    pending: Run | None = None  # the rest of a chunk, read on where the guide kept the base's token
     while index < s.max_tokens:
-        end = yield from runs.read(runs.stream(b"", index), index, is_unsure)
+        run, pending = pending or runs.stream(b"", index), None
+        end = yield from runs.read(run, index, is_unsure)
         index = end.index
         if end.over:
             return
@@ -120,10 +271,13 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
             continue
         assert guide is not None
         interventions += 1
-        yield _blend_step(gen, end.unsure, guide, index, end.t_base)
+        runs.sizer.intervened()
+        step = _blend_step(gen, end.unsure, guide, index, end.t_base)
+        yield step
         index += 1
         if gen.stop_reason is not None:
             return
+        pending = end.read_on(step.piece)
 
 
 def _blend_step(gen: Decoding, position: Position, guide: GuideView, index: int,
