@@ -76,6 +76,8 @@ LIMITS: dict[str, Limit] = {
     "top_p": Limit("--top-p", low=0.0, high=1.0, low_open=True),
     "min_p": Limit("--min-p", low=0.0, high=1.0, high_open=True),
     "seed": Limit("--seed", integer=True, low=0, high=SEED_MAX),
+    "batch": Limit("--batch", integer=True, low=1),
+    "parallel": Limit("--parallel", integer=True, low=1),
 }
 
 
@@ -85,6 +87,12 @@ def check(name: str, value: object) -> None:
     limit = LIMITS[name]
     if not limit.admits(value):
         raise limit.error(value)
+
+
+def parse_count(name: str, text: str | None) -> int | None:
+    """A count option given as text (``--batch``, ``--parallel``), checked; None: not given (its
+    default is chosen once the models are loaded)."""
+    return None if text is None else int(parse(name, text))
 
 
 def parse(name: str, text: str, *, flag: str | None = None) -> int | float:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .. import methods
+from .. import limits, methods
 from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from ..errors import UsageError
 from ..prompts import CHAT_SYSTEM
@@ -23,15 +23,7 @@ DEFAULT_PARALLEL = 4
 
 def parse_parallel(value: str | None) -> int | None:
     """``--parallel``: an integer >= 1 (None: the default, chosen once the models are loaded)."""
-    if value is None:
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise UsageError(f"--parallel must be an integer >= 1, got {value!r}") from None
-    if n < 1:
-        raise UsageError(f"--parallel must be an integer >= 1, got {value!r}")
-    return n
+    return limits.parse_count("parallel", value)
 
 
 def choose_parallel(pair: Any, asked: int | None) -> int:

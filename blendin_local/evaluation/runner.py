@@ -93,15 +93,7 @@ def parse_gammas(value: str, option: str = "--gamma") -> list[float]:
 
 def parse_batch(value: str | None) -> int | None:
     """``--batch``: an integer >= 1 (None: the default, chosen once the models are loaded)."""
-    if value is None:
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise UsageError(f"--batch must be an integer >= 1, got {value!r}") from None
-    if n < 1:
-        raise UsageError(f"--batch must be an integer >= 1, got {value!r}")
-    return n
+    return limits.parse_count("batch", value)
 
 
 def parse_alphas(value: str) -> list[float | None]:
