@@ -1,16 +1,18 @@
 """Many answers at once with the driving model on a server (``many._InFlight``): up to ``batch``
-requests in flight, each answer with its own remote state; against a real server the answers and
-their request counts equal one-at-a-time answers; a scripted server's fault ends only its answer."""
+requests in flight, each answer with its own remote state; against a scripted server answers and
+request counts equal one-at-a-time ones exactly, against a real batching server each answer finishes
+in order within its request bound; a scripted server's fault ends only its answer."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 import pytest
 
 from blendin_local import generate_many
-from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec, Traffic
+from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
 from blendin_local.generate import Generation
 from blendin_local.many import Finished
 from blendin_local.pair import ModelPair, prompt_for
@@ -37,31 +39,35 @@ def rendered(base: RemoteModel, convs: list[Conversation]) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("method", ["base", "blendin"])
-def test_answers_in_flight_equal_one_at_a_time_with_the_same_requests(native_gemma_server_4, real_pair,
-                                                                      method):
+def test_answers_in_flight_against_a_batching_server(native_gemma_server_4, real_pair, method):
     """llama-server with 4 slots batches the 4 requests in flight. (llama-cpp-python's server
-    cannot: by default a new request interrupts the one it is streaming.)"""
+    cannot: by default a new request interrupts the one it is streaming.)
+
+    Its batched arithmetic is not its one-request arithmetic (spec §11): a near-tie can part an
+    answer from the one-at-a-time answer (seen: 0 to 2 of these 5, in different runs), so exact
+    equality is the scripted-server tests' (below); here every answer must finish, in input order,
+    within its request bound, counting its own requests on its own clone of the model."""
     base = RemoteModel(RemoteSpec(native_gemma_server_4, "gemma3-270m"), timeout=120)
     pair = ModelPair(base=base, guide=real_pair.guide)
     settings = GenerationSettings(method=method, support="top100", gamma=0.5, max_tokens=24)
     convs = conversations(QUESTIONS)
     rendered(base, convs)
-    alone = []
-    for conv in convs:  # the reference: one answer at a time, each counting its own requests
-        base.traffic = Traffic()
-        alone.append(Generation(pair, conv, settings).run())
+    alone = [Generation(pair, conv, settings).run() for conv in convs]
+    before = base.traffic.requests
     many = generate_many(pair, convs, settings, batch=4)
     assert many.batched and not many.note
     together = many.run()
-    assert [r.text for r in together] == [r.text for r in alone]
-    assert all(r.text.strip() for r in together)
-    assert [r.interventions for r in together] == [r.interventions for r in alone]
+    assert base.traffic.requests == before  # every answer used a clone, counting its own requests
+    same = sum(a.text == b.text for a, b in zip(together, alone, strict=True))
+    print(f"\n{method}: {same} of {len(convs)} answers equal one-at-a-time answers")
+    for got, want in zip(together, alone, strict=True):
+        assert got.text.strip() and got.remote is not None
+        # input order: each answer starts as the one-at-a-time answer to the same question
+        assert got.text.split()[:1] == want.text.split()[:1]
+        requests = got.remote["base"]["requests"]
+        assert 0 < requests <= got.interventions + math.ceil(got.tokens / base.chunk_tokens) + 1
     if method == "blendin":
         assert sum(r.interventions for r in together) > 0  # the local guide was consulted
-    for got, want in zip(together, alone, strict=True):
-        assert got.remote is not None and want.remote is not None
-        assert got.remote["base"]["requests"] == want.remote["base"]["requests"] > 0
-    assert base.traffic.requests == alone[-1].remote["base"]["requests"]  # answers used clones
     base.close()
 
 
