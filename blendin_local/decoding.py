@@ -135,12 +135,17 @@ class Decoding:
         """
         t0 = time.perf_counter()
         token, describe = self.own_choice(engine, index, provenance)
-        if self.end_token(engine, token):
-            self.stop_reason = StopReason.EOS
-            text = self.output.finish()
-        else:
-            text = self.push(b"" if token in engine.control_ids() else engine.pieces()[token], index)
+        text = self.take(engine, token, index)
         return describe(text, t_model, time.perf_counter() - t0)
+
+    def take(self, engine: Engine, token: int, index: int, *, by_guide: bool = False) -> str:
+        """Add ``engine``'s chosen ``token`` to the answer; returns the text to show for it. An
+        end-of-generation token ends the answer (``guide-eos`` where the guide chose it); a control
+        token adds no text."""
+        if self.end_token(engine, token):
+            self.stop_reason = StopReason.GUIDE_EOS if by_guide else StopReason.EOS
+            return self.output.finish()
+        return self.push(b"" if token in engine.control_ids() else engine.pieces()[token], index)
 
     def own_choice(
         self, engine: Engine, index: int, provenance: Provenance

@@ -49,7 +49,6 @@ def token_steps(gen: Decoding, engine: Engine, role: str, choose: Chooser) -> It
     t0 = time.perf_counter()
     yield from gen.prefill_requests(engine, role)
     t_model = time.perf_counter() - t0
-    pieces, controls = engine.pieces(), engine.control_ids()
     limit = gen.settings.max_tokens
     for index in range(limit):
         if gen.cancelled:
@@ -57,11 +56,7 @@ def token_steps(gen: Decoding, engine: Engine, role: str, choose: Chooser) -> It
             return
         choice = yield from choose(index)
         token = choice.token
-        if gen.end_token(engine, token):
-            gen.stop_reason = StopReason.GUIDE_EOS if choice.by_guide else StopReason.EOS
-            text = gen.output.finish()
-        else:
-            text = gen.push(b"" if token in controls else pieces[token], index)
+        text = gen.take(engine, token, index, by_guide=choice.by_guide)
         step = choice.describe(text, t_model)
         if gen.stop_reason is None and index + 1 < limit:
             if not gen.room_left(engine):
