@@ -9,7 +9,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -25,15 +25,19 @@ class _Echo(socketserver.BaseRequestHandler):
 
 
 @contextmanager
-def echo_server() -> Iterator[str]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+def serving(server: socketserver.ThreadingTCPServer, path: str = "") -> Iterator[str]:
+    """Run ``server`` on a thread; yields its loopback URL (+ ``path``)."""
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def echo_server() -> AbstractContextManager[str]:
+    return serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo))
 
 
 def round_trip(port: int, payload: bytes) -> tuple[bytes, float]:
@@ -85,16 +89,8 @@ class _Slow(BaseHTTPRequestHandler):
             pass
 
 
-@contextmanager
-def http_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def http_server() -> AbstractContextManager[str]:
+    return serving(ThreadingHTTPServer(("127.0.0.1", 0), _Slow), "/v1")
 
 
 def test_an_http_answer_arrives_whole_one_round_trip_late():
