@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -16,6 +18,21 @@ def default_sigint() -> None:
     """``preexec_fn`` for a child that must get Ctrl-C: a test run started as a background job
     inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt in the child."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def interruptible_cli(*args: str, env: dict[str, str] | None = None
+                      ) -> Iterator[subprocess.Popen[bytes]]:
+    """The CLI started so that Ctrl-C reaches it (``default_sigint``), stdout and stderr piped; killed
+    on the way out if the test leaves it running."""
+    proc = subprocess.Popen([str(SCRIPT), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, preexec_fn=default_sigint)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def run_cli(*args: str | bytes, stdin: str | bytes | None = "", timeout: float = 180,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_run import SCRIPT, assert_one_line_error, default_sigint, run_cli
+from cli_run import SCRIPT, assert_one_line_error, interruptible_cli, run_cli
 
 
 def long_prompt(n_words: int) -> str:
@@ -146,24 +146,15 @@ def test_generation_reaching_the_context_end_stops_cleanly():
 
 @pytest.mark.integration
 def test_ctrl_c_keeps_the_text_and_exits_130():
-    proc = subprocess.Popen(
-        [str(SCRIPT), "generate", "--method", "base", "--no-chat", "--max-tokens", "3000",
-         "1, 2, 3, 4, 5, 6,"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=default_sigint,
-    )
-    try:
+    with interruptible_cli("generate", "--method", "base", "--no-chat", "--max-tokens", "3000",
+                           "1, 2, 3, 4, 5, 6,") as proc:
         first = b""
         while len(first.strip()) < 4:  # wait for a few visible characters
-            chunk = proc.stdout.read1(64)  # blocks until the next token is printed
+            chunk = proc.stdout.read1(64)  # type: ignore[union-attr]  # blocks until the next token
             assert chunk, proc.communicate(timeout=60)[1].decode()
             first += chunk
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     out, err_text = (first + rest).decode(), err.decode()
     report = f"rc={proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err_text}"
     assert proc.returncode == 130, report
@@ -203,20 +194,12 @@ def test_ctrl_c_while_loading_stops_the_run(model, changes, delay, tmp_path):
     log callback (a ctypes callback) and dropped there: the full answer ran and the exit was 0."""
     trace = tmp_path / "mine.jsonl"
     trace.write_text("my precious lines\n")
-    proc = subprocess.Popen(
-        [str(SCRIPT), "generate", "--max-tokens", "64", "--trace", str(trace), "1, 2, 3, 4,"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=default_sigint,
-    )
-    try:
+    with interruptible_cli("generate", "--max-tokens", "64", "--trace", str(trace),
+                           "1, 2, 3, 4,") as proc:
         wait_for_mapping_change(proc, model, changes)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     report = f"rc={proc.returncode}\n--- stdout\n{out.decode()}\n--- stderr\n{err.decode()}"
     assert proc.returncode == 130, report
     assert "Traceback" not in err.decode() and "interrupted" in err.decode(), report

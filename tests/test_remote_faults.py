@@ -8,12 +8,11 @@ import json
 import os
 import select
 import signal
-import subprocess
 import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
-from cli_run import SCRIPT, default_sigint, run_cli
+from cli_run import interruptible_cli, run_cli
 
 from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
 
@@ -39,10 +38,8 @@ def test_ctrl_c_closes_the_in_flight_request_and_exits_130():
                 return
 
     with scripted_server({**MODELS, "POST /v1/completions": slow}) as (url, _):
-        proc = subprocess.Popen([str(SCRIPT), "generate", "--method", "base", "--base", f"{url}#m", PROMPT],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=default_sigint)
-        try:
+        with interruptible_cli("generate", "--method", "base", "--base", f"{url}#m", PROMPT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
             out = b""
             deadline = time.monotonic() + 60
             while b"Because" not in out and time.monotonic() < deadline:
@@ -53,10 +50,6 @@ def test_ctrl_c_closes_the_in_flight_request_and_exits_130():
             sent = time.monotonic()
             proc.send_signal(signal.SIGINT)
             rest, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         assert proc.returncode == 130, err
         assert closed and closed[0] - sent < 5, "the server never saw the request closed"
     assert (out + rest).decode().startswith(" Because")
