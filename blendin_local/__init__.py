@@ -1,13 +1,13 @@
 """blendin-local: BlendIn inference-time alignment on two local GGUF models."""
 
-from .generate import Generation, generate
-from .many import Finished, GenerationBatch, generate_many
+from .generation.generate import Generation, generate
+from .generation.many import Finished, GenerationBatch, generate_many
+from .generation.sampling import SamplingSettings
+from .generation.steps import Candidate, Provenance, Result, Step, StopReason
 from .models import load_pair
 from .pair import ModelPair
 from .prompts import CHAT_FORMAT, QA_FORMAT, Conversation, Message, PlainFormat
-from .sampling import SamplingSettings
 from .settings import GenerationSettings
-from .steps import Candidate, Provenance, Result, Step, StopReason
 
 __all__ = [
     "CHAT_FORMAT", "QA_FORMAT", "Candidate", "Conversation", "Finished", "Generation",

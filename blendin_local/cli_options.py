@@ -8,12 +8,12 @@ from typing import Any, TypeVar
 import click
 
 from .errors import BlendinError, UsageError
+from .generation.sampling import SamplingSettings
 from .methods import METHODS, needing
 from .models import default_model, load_pair
 from .pair import ModelPair
 from .params import SEED, TEXT, Limited
 from .prompts import TEMPLATES
-from .sampling import SamplingSettings
 from .settings import COMPATS, SUPPORTS, GenerationSettings, parse_alpha
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,9 +113,9 @@ def pair_from_options(opts: dict[str, Any], methods: list[str] | tuple[str, ...]
                       warn: Callable[[str], None] = _warn) -> ModelPair:
     """Load only the models the given methods need (default pair where not named); odd choices
     (see :mod:`option_warnings`) go to ``warn``."""
-    from .engines.remote import RemoteSpec
+    from .engines.remote.engine import RemoteSpec
+    from .engines.remote.prompts import set_templates
     from .option_warnings import option_warnings
-    from .remote_prompts import set_templates
 
     if RemoteSpec.is_remote(opts.get("anti") or ""):
         raise UsageError("--anti-expert: a model on a server cannot be the anti-expert (proxy "

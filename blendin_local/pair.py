@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from .engines import is_remote
 from .engines.base import Engine
+from .engines.remote.prompts import remote_prompt
 from .projection import Projection
 from .prompts import Conversation, RenderedPrompt, render
-from .remote_prompts import remote_prompt
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Literal
 
 from . import limits
 from .errors import UsageError
-from .sampling import SamplingSettings
+from .generation.sampling import SamplingSettings
 
 Support = Literal["full", "top100"]
 SUPPORTS: tuple[str, ...] = ("full", "top100")

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from blendin_local.engines.remote.native_server import find_llama_server, llama_server
 from blendin_local.models import load_catalog
-from blendin_local.native_server import find_llama_server, llama_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("blendin-local")

@@ -40,12 +40,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/servers.py: the llama-cpp-python server fixture code
 
-from blendin_local import paper_steps  # noqa: E402
-from blendin_local.engines.remote import RemoteModel, RemoteSpec  # noqa: E402
-from blendin_local.generate import generate  # noqa: E402
+from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec  # noqa: E402
+from blendin_local.generation.generate import generate  # noqa: E402
 from blendin_local.pair import ModelPair  # noqa: E402
-from blendin_local.paper import PAPER_SYSTEM, PaperDecision, paper_prefix  # noqa: E402
-from blendin_local.paper_fidelity import Report, load_recording, replay  # noqa: E402
+from blendin_local.paper import steps as paper_steps  # noqa: E402
+from blendin_local.paper.fidelity import Report, load_recording, replay  # noqa: E402
+from blendin_local.paper.reference import PAPER_SYSTEM, PaperDecision, paper_prefix  # noqa: E402
 from blendin_local.prompts import QA_FORMAT, Conversation  # noqa: E402
 from blendin_local.settings import GenerationSettings  # noqa: E402
 

@@ -104,8 +104,8 @@ def smollm_server(default_models: dict[str, Path]):  # -> Iterator[str]
 def llama_server_binary() -> Path:
     """llama.cpp's native llama-server: `make test` builds it and passes its path; a bare local
     pytest run without one skips (under CI it fails)."""
+    from blendin_local.engines.remote.native_server import find_llama_server
     from blendin_local.errors import UsageError
-    from blendin_local.native_server import find_llama_server
 
     try:
         return find_llama_server()

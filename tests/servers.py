@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from blendin_local.native_server import find_llama_server, free_port, llama_server, serving
+from blendin_local.engines.remote.native_server import find_llama_server, free_port, llama_server, serving
 
 
 @contextmanager

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
+from blendin_local.generation.sampling import SamplingSettings
 from blendin_local.prompts import Conversation
-from blendin_local.replay import replay
-from blendin_local.sampling import SamplingSettings
+from blendin_local.replay.teacher_forcing import replay
 from blendin_local.settings import GenerationSettings
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blendin_local.chat_bench import TURNS, run_chat_bench
+from blendin_local.bench.chat import TURNS, run_chat_bench
 from blendin_local.pair import ModelPair
 from blendin_local.projection import build_projection
 

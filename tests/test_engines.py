@@ -11,7 +11,7 @@ import pytest
 from blendin_local import engines
 from blendin_local.engines.base import LOCAL, top_position
 from blendin_local.engines.llama import LlamaEngine
-from blendin_local.engines.remote import RemoteModel, RemoteSpec
+from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec
 
 from fake_engine import FakeEngine
 

@@ -9,13 +9,13 @@ import pytest
 
 from blendin_local import blend
 from blendin_local.errors import ContextOverflowError, UsageError
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
+from blendin_local.generation.sampling import SamplingSettings
+from blendin_local.generation.steps import Provenance, StopReason
 from blendin_local.pair import ModelPair
 from blendin_local.projection import build_projection
 from blendin_local.prompts import Conversation
-from blendin_local.sampling import SamplingSettings
 from blendin_local.settings import GenerationSettings
-from blendin_local.steps import Provenance, StopReason
 
 from fake_engine import FakeEngine, peaked
 from fakes import BASE_PIECES, GUIDE_PIECES, cross_pair, fake_base, same_tokenizer_pair

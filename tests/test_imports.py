@@ -69,7 +69,7 @@ def graph() -> dict[str, set[str]]:
                 if prefix in known and prefix not in ancestors:
                     deps.add(prefix)
         if name in REGISTRIES:
-            deps |= {m for m in known if m.rpartition(".")[0] == name}
+            deps |= {m for m in known if m.startswith(name + ".")}  # subpackages' modules too
         out[name] = deps - {name}
     return out
 

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from blendin_local.errors import UsageError
+from blendin_local.generation.sampling import SamplingSettings
 from blendin_local.limits import SEED_MAX, check, parse
-from blendin_local.sampling import SamplingSettings
 from blendin_local.serve.schema import api_message
 from blendin_local.settings import GenerationSettings
 

@@ -16,10 +16,10 @@ import pytest
 
 from blendin_local.engines.base import set_tokens
 from blendin_local.errors import ContextOverflowError
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
+from blendin_local.generation.sampling import SamplingSettings
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
-from blendin_local.sampling import SamplingSettings
 from blendin_local.settings import GenerationSettings
 
 import tiny_gguf as tg
@@ -338,7 +338,7 @@ def test_the_whole_context_is_usable_and_no_more(tiny_gguf, n_ctx):
 @pytest.mark.parametrize("n_ctx", [64, 256])
 def test_generation_stops_when_the_context_is_full(tiny_gguf, n_ctx):
     from blendin_local.engines.llama import LlamaEngine
-    from blendin_local.steps import StopReason
+    from blendin_local.generation.steps import StopReason
 
     e = LlamaEngine(tiny_gguf, n_ctx=n_ctx, n_batch=16, n_threads=2)
     try:

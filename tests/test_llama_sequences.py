@@ -14,8 +14,8 @@ from test_llama_engine import TINY_BATCH_SHAPE_TOL, maxdiff, random_ids
 
 from blendin_local.engines.base import set_tokens
 from blendin_local.errors import ContextOverflowError, UsageError
-from blendin_local.generate import generate
-from blendin_local.many import generate_many
+from blendin_local.generation.generate import generate
+from blendin_local.generation.many import generate_many
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 

@@ -8,12 +8,12 @@ import pytest
 
 from blendin_local import generate_many
 from blendin_local.errors import ContextOverflowError, UsageError
-from blendin_local.generate import generate
-from blendin_local.many import Finished
+from blendin_local.generation.generate import generate
+from blendin_local.generation.many import Finished
+from blendin_local.generation.steps import Step, StopReason
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
-from blendin_local.steps import Step, StopReason
 
 from fake_engine import FakeGroup
 from fakes import cross_pair, fake_guide

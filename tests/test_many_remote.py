@@ -12,13 +12,13 @@ import time
 import pytest
 
 from blendin_local import generate_many
-from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
-from blendin_local.generate import Generation
-from blendin_local.many import Finished
+from blendin_local.engines.remote.engine import RemoteError, RemoteModel, RemoteSpec
+from blendin_local.generation.generate import Generation
+from blendin_local.generation.many import Finished
+from blendin_local.generation.steps import StopReason
 from blendin_local.pair import ModelPair, prompt_for
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
-from blendin_local.steps import StopReason
 
 from servers import completion_chunk, scripted_server, send_json, send_sse_head
 

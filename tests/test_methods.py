@@ -16,10 +16,10 @@ import pytest
 from blendin_local import methods
 from blendin_local.errors import UsageError
 from blendin_local.evaluation.runner import build_grid
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
 from blendin_local.methods.spec import MethodSpec
 from blendin_local.prompts import Conversation
-from blendin_local.replay import replayable
+from blendin_local.replay.teacher_forcing import replayable
 from blendin_local.serve.app import servable_models
 from blendin_local.settings import GenerationSettings
 

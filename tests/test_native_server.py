@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blendin_local.engines.remote import RemoteModel, RemoteSpec
+from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec
+from blendin_local.engines.remote.native_server import ServerStartError, find_llama_server, serving
 from blendin_local.errors import UsageError
-from blendin_local.native_server import ServerStartError, find_llama_server, serving
 
 from servers import free_port
 

@@ -1,5 +1,5 @@
-"""The delay proxy (``blendin_local.netem``) in front of real loopback servers: it adds at least the
-round trip asked, changes no byte, and drops or stalls a connection mid-answer when told to."""
+"""The delay proxy (``blendin_local.engines.remote.netem``) in front of real loopback servers: it adds at
+least the round trip asked, changes no byte, and drops or stalls a connection mid-answer when told to."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from blendin_local.netem import delay_proxy, through
+from blendin_local.engines.remote.netem import delay_proxy, through
 
 
 class _Echo(socketserver.BaseRequestHandler):

@@ -1,4 +1,4 @@
-from blendin_local.output import OutputText
+from blendin_local.generation.output import OutputText
 
 
 def test_stop_string_split_across_tokens_is_held_back_then_cut() -> None:

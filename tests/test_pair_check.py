@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blendin_local.engines.remote import RemoteModel, RemoteSpec
+from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec
 from blendin_local.errors import UsageError
 from blendin_local.models import default_model
 from blendin_local.pair import ModelPair

@@ -1,4 +1,5 @@
-"""The paper-exact step (blendin_local/paper.py): hand-computable cases and the reference's layouts."""
+"""The paper-exact step (blendin_local/paper/reference.py): hand-computable cases and the reference's
+layouts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from blendin_local.errors import UsageError
-from blendin_local.paper import (
+from blendin_local.generation.sampling import SamplingSettings
+from blendin_local.paper.reference import (
     PaperReply,
     decide,
     greedy,
@@ -17,7 +19,6 @@ from blendin_local.paper import (
     paper_blend,
     paper_prefix,
 )
-from blendin_local.sampling import SamplingSettings
 from blendin_local.settings import GenerationSettings
 
 RECORDING = Path(__file__).parent / "fixtures" / "paper" / "reference_steps.jsonl"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cli_run import assert_one_line_error, run_cli
 
-from blendin_local.engines.remote import RemoteModel, RemoteSpec
-from blendin_local.paper_fidelity import TARGET, Report, load_recording, replay
+from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec
+from blendin_local.paper.fidelity import TARGET, Report, load_recording, replay
 
 RECORDING = Path(__file__).parent / "fixtures" / "paper" / "reference_steps.jsonl"
 QUESTIONS_CHECKED = 2  # of the recording's answers, those with the most interventions (time bound)

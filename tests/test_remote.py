@@ -10,7 +10,13 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from blendin_local.engines.remote import Position, RemoteError, RemoteModel, RemoteSpec, parse_positions
+from blendin_local.engines.remote.engine import (
+    Position,
+    RemoteError,
+    RemoteModel,
+    RemoteSpec,
+    parse_positions,
+)
 from blendin_local.errors import UsageError
 
 from servers import completion_chunk, free_port, scripted_server, send_json, send_sse_head

@@ -1,4 +1,4 @@
-"""``bench`` with the base on a server (``blendin_local.remote_bench``): the chunked and per-token loops
+"""``bench`` with the base on a server (``blendin_local.bench.remote``): the chunked and per-token loops
 side by side in one run, each request bound checked per answer; faults are one line."""
 
 from __future__ import annotations

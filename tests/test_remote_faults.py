@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from cli_run import interruptible_cli, run_cli
 
-from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
+from blendin_local.engines.remote.engine import RemoteError, RemoteModel, RemoteSpec
 
 from servers import completion_chunk, scripted_server, send_json, send_sse_head
 
@@ -231,7 +231,7 @@ def test_only_a_finish_reason_ends_the_answer(tail, done):
 
 
 def test_a_paper_step_with_no_token_and_no_reason_is_an_error():
-    from blendin_local.paper_steps import ask
+    from blendin_local.paper.steps import ask
 
     empty = {"choices": [{"text": "", "index": 0, "logprobs": None}]}
     bodies = {"POST /v1/completions": lambda h, _: send_json(h, 200, empty)}
@@ -245,7 +245,7 @@ def test_a_paper_step_with_no_token_and_no_reason_is_an_error():
 
 
 def test_a_paper_step_that_is_not_json_quotes_what_came():
-    from blendin_local.paper_steps import ask
+    from blendin_local.paper.steps import ask
 
     with scripted_server({"POST /v1/completions": raw(JSON, b"<html>busy</html>")}) as (url, _):
         with pytest.raises(RemoteError) as exc:

@@ -1,7 +1,7 @@
-"""A remote base behind a network (``blendin_local.netem``'s delay proxy in front of llama-server):
-greedy text is the same at any round trip time, chunked and per token; a connection dropped or
-stalled mid-chunk keeps the text already printed, fails in one line, and is never read as the base
-ending its answer; a connection dropped before the answer starts is retried."""
+"""A remote base behind a network (``blendin_local.engines.remote.netem``'s delay proxy in front of
+llama-server): greedy text is the same at any round trip time, chunked and per token; a connection
+dropped or stalled mid-chunk keeps the text already printed, fails in one line, and is never read as the
+base ending its answer; a connection dropped before the answer starts is retried."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import pytest
 from cli_run import run_cli
 
-from blendin_local.netem import delay_proxy, through
+from blendin_local.engines.remote.netem import delay_proxy, through
 
 PROMPT = "Why is the sky blue?"
 

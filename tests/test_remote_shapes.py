@@ -1,11 +1,11 @@
-"""Both logprob shapes servers send (``blendin_local.engines.remote_shapes``): legacy parallel lists and the
+"""Both logprob shapes servers send (``blendin_local.engines.remote.shapes``): legacy parallel lists and the
 list of positions of llama.cpp's ``llama-server``; anything else is a ValueError."""
 
 from __future__ import annotations
 
 import pytest
 
-from blendin_local.engines.remote_shapes import Position, parse_positions
+from blendin_local.engines.remote.shapes import Position, parse_positions
 
 
 def entry(token: str, logprob: float, top: list[tuple[str, float]] | None = None) -> dict:

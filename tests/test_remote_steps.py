@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from blendin_local.engines.remote import is_loopback
+from blendin_local.engines.remote.engine import is_loopback
 from blendin_local.methods.remote_steps import ChunkSizer, ServerClock
 
 

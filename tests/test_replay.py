@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from blendin_local.errors import UsageError
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
 from blendin_local.prompts import Conversation
-from blendin_local.replay import replay
+from blendin_local.replay.teacher_forcing import replay
 from blendin_local.settings import GenerationSettings
 
 from fakes import cross_pair

@@ -9,12 +9,12 @@ import math
 
 import pytest
 
-from blendin_local.engines.remote import RemoteError, RemoteModel, RemoteSpec
+from blendin_local.engines.remote.engine import RemoteError, RemoteModel, RemoteSpec
+from blendin_local.engines.remote.scoring import PromptScorer
 from blendin_local.errors import UsageError
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import QA_FORMAT, Conversation
-from blendin_local.remote_scoring import PromptScorer
-from blendin_local.replay import replay
+from blendin_local.replay.teacher_forcing import replay
 from blendin_local.settings import GenerationSettings
 
 from servers import scripted_server, send_json, send_sse_head

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from blendin_local.errors import UsageError
-from blendin_local.sampling import SamplingSettings, candidates, make_sampler
+from blendin_local.generation.sampling import SamplingSettings, candidates, make_sampler
 
 P = np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32)
 

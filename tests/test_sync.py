@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blendin_local.sync import TextSync, complete_utf8_prefix
+from blendin_local.generation.sync import TextSync, complete_utf8_prefix
 
 from fakes import fake_guide
 

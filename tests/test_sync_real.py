@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from blendin_local.generation.sync import TextSync, complete_utf8_prefix
 from blendin_local.pair import prompt_for
 from blendin_local.prompts import Conversation
-from blendin_local.sync import TextSync, complete_utf8_prefix
 
 pytestmark = pytest.mark.integration
 

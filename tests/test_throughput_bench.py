@@ -3,7 +3,7 @@ computed from its own numbers (speed targets themselves are checked by the bench
 
 from __future__ import annotations
 
-from blendin_local.throughput_bench import BATCHES, PROMPTS, Rate, raw_decode, run_throughput
+from blendin_local.bench.throughput import BATCHES, PROMPTS, Rate, raw_decode, run_throughput
 
 from fake_engine import FakeGroup
 from fakes import cross_pair

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
 from blendin_local.methods.strings import top100_choice
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings

@@ -15,7 +15,7 @@ from textual.screen import Screen
 
 from blendin_local import methods
 from blendin_local.errors import BlendinError, UsageError
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
 from blendin_local.pair import ModelPair
 from blendin_local.settings import GenerationSettings, parse_alpha
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from blendin_local.generation.steps import Candidate, Provenance, Step
 from blendin_local.prompts import CHAT_SYSTEM, Conversation, Message, chat_conversation
-from blendin_local.steps import Candidate, Provenance, Step
 
 from .chat_schema import SchemaError, check_chat
 

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from blendin_local.steps import Candidate, Provenance, Step
+from blendin_local.generation.steps import Candidate, Provenance, Step
 
 
 class SchemaError(ValueError):

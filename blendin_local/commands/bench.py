@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..bench import print_report, run_bench
+from ..bench.speed import print_report, run_bench
 from ..cli_options import model_options, pair_from_options
 from ..errors import UsageError
 from ..params import Limited
@@ -29,8 +29,8 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
                   ) -> dict[str, Any]:
     """The remote bench on shared cores, then (``pin``, two cores or more) with the server on its
     own cores and the client on the others."""
-    from ..engines.remote import RemoteModel
-    from ..remote_bench import native_servers, pinned, run_remote_bench, split_cores
+    from ..bench.remote import native_servers, pinned, run_remote_bench, split_cores
+    from ..engines.remote.engine import RemoteModel
 
     methods = [bench["method"]]
     kwargs = {"chunk": opts["remote_chunk"], "max_tokens": bench["max_tokens"], "rounds": bench["rounds"],
@@ -82,12 +82,12 @@ def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool
 
     With the base on a server (--base URL#MODEL, or --remote-native): our chunked requests
     (--remote-chunk K) against one request per token, side by side, at each --rtt."""
-    from ..engines.remote import RemoteSpec
+    from ..engines.remote.engine import RemoteSpec
 
     if throughput:
         if chat or remote_native or RemoteSpec.is_remote(opts.get("base") or ""):
             raise UsageError("--throughput runs on local models only, without --chat")
-        from ..throughput_bench import print_throughput, run_throughput
+        from ..bench.throughput import print_throughput, run_throughput
 
         report = run_throughput(pair_from_options(opts, ["blendin"]), max_tokens=max_tokens or 128,
                                 rounds=rounds)
@@ -104,13 +104,13 @@ def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool
         if as_json:
             click.echo(json.dumps(remote_report, indent=2))
         else:
-            from ..remote_bench import print_remote_report
+            from ..bench.remote import print_remote_report
 
             print_remote_report(remote_report)
         return
     pair = pair_from_options(opts, ["blendin"])
     if chat:
-        from ..chat_bench import print_chat_report, run_chat_bench
+        from ..bench.chat import print_chat_report, run_chat_bench
 
         chat_report = run_chat_bench(pair, max_tokens=max_tokens, rounds=rounds)
         if as_json:

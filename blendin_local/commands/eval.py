@@ -15,7 +15,7 @@ from ..cli_options import (
     pair_from_options,
     settings_from_options,
 )
-from ..engines.remote import RemoteError
+from ..engines.remote.engine import RemoteError
 from ..evaluation.datasets import TASK_NAMES, BadRow, load_items
 from ..evaluation.records import RecordStore, check_manifest
 from ..evaluation.runner import (

@@ -11,10 +11,10 @@ import click
 from ..cli_options import decoding_options, model_options, pair_from_options, settings_from_options
 from ..errors import UsageError
 from ..fileio import streaming_output
+from ..generation.steps import Provenance, Result, Step
 from ..params import TEXT
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from ..settings import GenerationSettings
-from ..steps import Provenance, Result, Step
 from ..textin import read_stdin
 
 STYLE: dict[Provenance, dict[str, Any]] = {
@@ -62,7 +62,7 @@ def summary_line(r: Result) -> str:
 def generate(prompt: str, system: str, chat: bool, as_json: bool, trace: str | None, show: bool,
              **opts: Any) -> None:
     """Generate an answer to PROMPT (use - to read it from stdin)."""
-    from ..generate import generate as start
+    from ..generation.generate import generate as start
 
     text = read_prompt(prompt)
     settings = settings_from_options(opts, diagnostics=trace is not None)

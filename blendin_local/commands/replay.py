@@ -14,14 +14,14 @@ from ..cli_options import (
     settings_from_options,
 )
 from ..engines import is_remote
-from ..engines.remote import RemoteSpec
+from ..engines.remote.engine import RemoteSpec
+from ..engines.remote.scoring import PromptScorer
 from ..errors import UsageError
 from ..fileio import StreamingOutput, streaming_output
 from ..pair import ModelPair
 from ..params import TEXT
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from ..remote_scoring import PromptScorer
-from ..replay import ReplayRow, replay
+from ..replay.teacher_forcing import ReplayRow, replay
 from ..settings import GenerationSettings
 from ..textin import read_text_file
 

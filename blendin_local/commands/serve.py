@@ -28,7 +28,7 @@ def parse_parallel(value: str | None) -> int | None:
 
 def choose_parallel(pair: Any, asked: int | None) -> int:
     """The default (fewer where memory is short), or the asked number if its KV caches fit."""
-    from ..many import fitting_batch
+    from ..generation.many import fitting_batch
 
     if asked is None:
         return fitting_batch(pair, DEFAULT_PARALLEL)

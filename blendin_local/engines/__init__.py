@@ -10,7 +10,7 @@ from typing import TypeGuard
 
 from ..registry import collect
 from .base import Capabilities, Engine, EngineKind, Position, Scorer
-from .remote import RemoteModel
+from .remote.engine import RemoteModel
 
 KINDS: tuple[EngineKind, ...] = tuple(
     sorted(collect(__name__, __path__, "KIND", EngineKind), key=lambda k: (k.fallback, k.name))

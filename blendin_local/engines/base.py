@@ -191,7 +191,7 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 class Eval:
     """A request a step source yields instead of calling ``engine.eval(ids)`` itself: the driver
     runs it at once (one answer) or together with other answers' requests in one batched decode
-    (:mod:`blendin_local.driver`). When the source resumes, ``engine.logits()`` is the row after
+    (:mod:`blendin_local.generation.driver`). When the source resumes, ``engine.logits()`` is the row after
     ``ids`` and ``seconds`` is how long it waited for it."""
 
     engine: Engine

@@ -1,7 +1,7 @@
 """Evaluation harness: benchmark readers, scorers, a resumable runner, summaries and plots.
 
 The commands (``blendin-local eval`` / ``diagnose``) live in :mod:`.commands`; everything else is a
-library that decodes only through :func:`blendin_local.generate.generate`.
+library that decodes only through :func:`blendin_local.generation.generate.generate`.
 """
 
 from .datasets import TASK_NAMES, BadRow, DataFileError, Item, load_items

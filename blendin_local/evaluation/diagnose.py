@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..engines import is_remote
-from ..generate import generate
+from ..generation.generate import generate
+from ..generation.steps import LOW_OVERLAP, Provenance
 from ..pair import ModelPair
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from ..settings import GenerationSettings
-from ..steps import LOW_OVERLAP, Provenance
 
 SAMPLE_PROMPTS: tuple[str, ...] = (
     "A farmer has 12 cows and buys 5 more. Then 3 cows are sold. How many cows does he have now?",

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import limits
-from ..engines.remote import RemoteError
+from ..engines.remote.engine import RemoteError
 from ..errors import BlendinError, ContextOverflowError, UsageError
-from ..many import Finished, fitting_batch, generate_many
+from ..generation.many import Finished, fitting_batch, generate_many
+from ..generation.steps import Result
 from ..methods import METHODS
 from ..pair import ModelPair
 from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
 from ..settings import GenerationSettings, parse_alpha
-from ..steps import Result
 from .datasets import Item
 from .records import Key, RecordStore
 from .scoring import extract_choice, extract_number, is_refusal, numbers_match

@@ -9,14 +9,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import blend
-from ..decoding import candidates
 from ..engines.base import Requests, now
+from ..generation.decoding import candidates
+from ..generation.steps import Candidate, Provenance, Step
+from ..generation.sync import TextSync
 from ..pair import ModelPair, prompt_for
 from ..projection import Projection
 from ..prompts import Conversation
 from ..settings import CAP_WARMUP, GenerationSettings
-from ..steps import Candidate, Provenance, Step
-from ..sync import TextSync
 from .spec import MethodSpec
 
 F32 = NDArray[np.float32]

@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from ..decoding import Decoding
-from ..driver import Choice, Event, token_steps
 from ..engines.base import Requests
-from ..steps import Provenance, Step
+from ..generation.decoding import Decoding
+from ..generation.driver import Choice, Event, token_steps
+from ..generation.steps import Provenance, Step
 from .decide import Decider, build_step, provenance_of
 from .spec import MethodSpec
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..decoding import Decoding
-from ..driver import Event, own_chooser, token_steps
-from ..steps import Provenance
+from ..generation.decoding import Decoding
+from ..generation.driver import Event, own_chooser, token_steps
+from ..generation.steps import Provenance
 from .remote_steps import remote_guide_steps
 from .spec import MethodSpec, ignoring_spec
 

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Protocol
 from .. import blend
 from ..engines import is_remote
 from ..engines.base import Engine, decoded_strings
-from ..engines.remote import RemoteModel
+from ..engines.remote.engine import RemoteModel
+from ..engines.remote.prompts import remote_prompt
+from ..generation.sync import TextSync, complete_utf8_prefix
 from ..pair import prompt_for
-from ..remote_prompts import remote_prompt
-from ..sync import TextSync, complete_utf8_prefix
 from .strings import TOP, string_distribution
 
 if TYPE_CHECKING:
-    from ..decoding import Decoding
+    from ..generation.decoding import Decoding
 
 Draft = list[tuple[int, bytes]]  # (token id, or -1 where a server gave text only; its bytes)
 

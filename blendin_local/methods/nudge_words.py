@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from ..decoding import Decoding
-from ..steps import Provenance, Step, StopReason
+from ..generation.decoding import Decoding
+from ..generation.steps import Provenance, Step, StopReason
 
 _WORD = re.compile(rb"\s*\S+")
 

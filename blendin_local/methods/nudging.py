@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 
 from .. import blend
-from ..decoding import Decoding
+from ..generation.decoding import Decoding
+from ..generation.steps import Provenance, Step
 from ..settings import NUDGE_TOKENS
-from ..steps import Provenance, Step
 from .guide_side import guide_view
 from .nudge_words import NudgeSteps, accept_words, split_words
 from .remote_nudging import remote_nudging_steps

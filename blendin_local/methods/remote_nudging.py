@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 
-from ..decoding import Decoding
-from ..engines.remote import Position
+from ..engines.remote.engine import Position
+from ..generation.decoding import Decoding
+from ..generation.steps import Step
 from ..settings import NUDGE_TOKENS
-from ..steps import Step
 from .guide_side import guide_view
 from .nudge_words import NudgeSteps, accept_words, split_words
 from .remote_steps import BaseRuns, Run, base_step

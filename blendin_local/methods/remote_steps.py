@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..decoding import Decoding
-from ..engines.remote import Position, RemoteModel
+from ..engines.remote.engine import Position, RemoteModel
+from ..generation.decoding import Decoding
+from ..generation.steps import Provenance, Step, StopReason
 from ..pair import prompt_for
 from ..settings import CAP_WARMUP
-from ..steps import Provenance, Step, StopReason
 from .guide_side import GuideView, guide_view
 from .strings import TOP, blend_string_distributions, string_overlaps
 from .top100 import choose_string

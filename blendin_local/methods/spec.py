@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..decoding import Decoding
 from ..engines.base import Eval
+from ..generation.decoding import Decoding
+from ..generation.steps import Step
 from ..settings import GenerationSettings
-from ..steps import Step
 
 Role = Literal["base", "guide", "anti"]
 Gate = Literal["never", "gamma", "always"]

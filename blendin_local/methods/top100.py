@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from .. import blend
-from ..decoding import Decoding
 from ..engines.base import decoded_strings
+from ..generation.decoding import Decoding
+from ..generation.steps import Provenance, Step, StopReason
 from ..settings import CAP_WARMUP
-from ..steps import Provenance, Step, StopReason
 from .guide_side import guide_view
 from .strings import blend_string_distributions, string_distribution
 

@@ -23,12 +23,12 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BlendinError, ContextOverflowError, UsageError
-from ..generate import Generation, generate
+from ..generation.generate import Generation, generate
+from ..generation.steps import Step
 from ..methods import METHODS
 from ..pair import ModelPair
 from ..prompts import CHAT_SYSTEM, Conversation
 from ..settings import GenerationSettings
-from ..steps import Step
 from .schema import (
     ChatRequest,
     CompletionRequest,

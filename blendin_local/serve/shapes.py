@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generate import Generation
-from ..steps import Result, Step, StopReason
+from ..generation.generate import Generation
+from ..generation.steps import Result, Step, StopReason
 
 FINISH = {
     StopReason.EOS: "stop", StopReason.GUIDE_EOS: "stop", StopReason.STOP_STRING: "stop",

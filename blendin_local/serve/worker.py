@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import BlendinError
-from ..generate import Generation, generate
-from ..many import Finished, Work, _Scheduler, pair_sequences
+from ..generation.generate import Generation, generate
+from ..generation.many import Finished, Work, _Scheduler, pair_sequences
 from ..pair import ModelPair
 from ..prompts import Conversation
 from ..settings import GenerationSettings

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from blendin_local.generate import Generation
+from blendin_local.generation.generate import Generation
 
 API_KEY = "test-key"
 

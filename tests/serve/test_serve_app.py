@@ -16,10 +16,10 @@ import openai
 import pytest
 from serve_helpers import API_KEY, SlowGeneration, running
 
-from blendin_local.generate import Generation
+from blendin_local.generation.generate import Generation
+from blendin_local.generation.steps import StopReason
 from blendin_local.serve.app import ServeConfig, create_app
 from blendin_local.settings import GenerationSettings
-from blendin_local.steps import StopReason
 
 from fake_engine import FakeEngine
 from fakes import cross_pair

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from textual.widgets import Label
 
+from blendin_local.generation.steps import Provenance
 from blendin_local.models import load_pair
-from blendin_local.steps import Provenance
 from tui.app import ChatApp
 from tui.widgets.messages import AssistantMessage
 

@@ -12,9 +12,9 @@ from textual.widgets import Label, Markdown, Select, Sparkline, Static
 from tui_fakes import REPLY_BASE, REPLY_BLEND, ask, fake_pair, idle, plain, send, wait_until
 
 from blendin_local.errors import ModelFileError, UsageError
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
+from blendin_local.generation.steps import Provenance
 from blendin_local.settings import GenerationSettings
-from blendin_local.steps import Provenance
 from tui.app import ChatApp, restore_settings
 from tui.screens.chats import ChatsScreen
 from tui.screens.settings import SettingsScreen, parse_form

@@ -23,7 +23,7 @@ def saved_chat(tmp_path: Path) -> dict[str, Any]:
     store = ChatStore(tmp_path / "made")
     chat = Chat(id="20260101-120000-0c01", turns=[Turn("user", "Hi?")])
     chat.settings = {"method": "blendin", "gamma": 0.4, "alpha": "auto", "seed": None}
-    from blendin_local.generate import generate
+    from blendin_local.generation.generate import generate
     from blendin_local.settings import GenerationSettings
 
     gen = generate(fake_pair(), chat.conversation(), GenerationSettings(max_tokens=6,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tui_fakes import REPLY_BLEND, fake_pair
 
-from blendin_local.generate import generate
+from blendin_local.generation.generate import generate
 from blendin_local.settings import GenerationSettings
 from tui.chat import (
     Chat,

@@ -18,8 +18,8 @@ from textual.worker import get_current_worker
 
 from blendin_local.errors import BlendinError
 from blendin_local.fileio import path_inside, write_text_atomically
-from blendin_local.generate import Generation
-from blendin_local.steps import Step
+from blendin_local.generation.generate import Generation
+from blendin_local.generation.steps import Step
 
 from ..chat import Chat, Turn, to_markdown
 from ..store import ChatFileError

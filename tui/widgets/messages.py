@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Markdown, Static
 
-from blendin_local.steps import Step
+from blendin_local.generation.steps import Step
 
 from ..chat import Turn, describe
 from .tokens import TokenView

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Label, Sparkline, Static
 
-from blendin_local.steps import Candidate, Step
+from blendin_local.generation.steps import Candidate, Step
 
 from .tokens import LABELS, Legend
 

@@ -12,7 +12,7 @@ from textual.reactive import reactive
 from textual.style import Style
 from textual.widget import Widget
 
-from blendin_local.steps import Provenance, Step
+from blendin_local.generation.steps import Provenance, Step
 
 PROVENANCE_CLASSES = {p: f"prov--{p.value}" for p in Provenance}
 LABELS = {

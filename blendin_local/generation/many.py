@@ -1,6 +1,6 @@
 """Many answers at once: ``generate_many(pair, conversations, settings, batch=N)``.
 
-Each answer is an ordinary :class:`~blendin_local.generate.Generation` on its own *slot*: sequence
+Each answer is an ordinary :class:`~blendin_local.generation.generate.Generation` on its own *slot*: sequence
 views of the pair's models (``Engine.sequences``), so each answer has its own KV cache while all of
 them share one llama.cpp context per model. The scheduler advances every active answer to its next
 evaluation request, then runs the requests of all answers together: one batched decode per model
@@ -28,14 +28,14 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engines import is_remote
-from .engines.base import Engine, Eval, group_of, run_evals, sequences_of
-from .engines.remote import RemoteError
-from .errors import BlendinError, ContextOverflowError, UsageError
+from ..engines import is_remote
+from ..engines.base import Engine, Eval, group_of, run_evals, sequences_of
+from ..engines.remote.engine import RemoteError
+from ..errors import BlendinError, ContextOverflowError, UsageError
+from ..pair import ModelPair
+from ..prompts import Conversation
+from ..settings import GenerationSettings
 from .generate import Generation
-from .pair import ModelPair
-from .prompts import Conversation
-from .settings import GenerationSettings
 from .steps import Result, Step
 
 

@@ -8,7 +8,7 @@ appends the greedy string; otherwise it appends the token the base server itself
 the base server's ``finish_reason`` is ``"stop"``.
 
 This module is the pure part: prompt layout, the one-step decision from the two replies, α, the
-blend and the greedy choice. No I/O; :mod:`paper_steps` sends the requests.
+blend and the greedy choice. No I/O; :mod:`.steps` sends the requests.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..engines.base import Engine, Eval, Requests
 from .decoding import Decoding
-from .engines.base import Engine, Eval, Requests
 from .steps import Provenance, Step, StopReason
 
 Event = Step | Eval  # what a step source yields

@@ -10,8 +10,8 @@ template, so ``RemoteModel.template`` says where the prompt's layout comes from:
 
 from __future__ import annotations
 
-from .engines.remote import RemoteModel
-from .prompts import TEMPLATES, Conversation, RenderedPrompt, render
+from ...prompts import TEMPLATES, Conversation, RenderedPrompt, render
+from .engine import RemoteModel
 
 # A server adds the model's BOS itself (vLLM, llama.cpp): a rendered one would be a second BOS.
 _BOS_TEXTS = ("<|begin_of_text|>", "<bos>", "<s>")

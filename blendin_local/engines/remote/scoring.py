@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engines.remote import RemoteError, RemoteModel, RequestRefused, parse_positions
+from .engine import RemoteError, RemoteModel, RequestRefused, parse_positions
 
 Scored = list[tuple[int, dict[str, float]]]  # (character offset of a token, {string: logprob} before it)
 

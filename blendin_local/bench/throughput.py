@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .engines.base import group_of, sequences_of
-from .generate import generate
-from .many import generate_many
-from .pair import ModelPair
-from .prompts import Conversation
-from .settings import GenerationSettings
+from ..engines.base import group_of, sequences_of
+from ..generation.generate import generate
+from ..generation.many import generate_many
+from ..pair import ModelPair
+from ..prompts import Conversation
+from ..settings import GenerationSettings
 
 PROMPTS = (
     "The history of the Roman Empire begins",

@@ -24,9 +24,9 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from ..errors import BlendinError, UsageError
-from .base import Capabilities, EngineKind, Position
-from .remote_shapes import parse_positions
+from ...errors import BlendinError, UsageError
+from ..base import Capabilities, EngineKind, Position
+from .shapes import parse_positions
 
 API_KEY_ENV = "BLENDIN_REMOTE_API_KEY"  # not BLENDIN_API_KEY: that is the key `serve` requires
 
@@ -128,7 +128,7 @@ class RemoteModel:
         """``chunk_tokens``: tokens asked per request while the model is confident (1 = the
         reference's one request per token). ``allow_fewer_logprobs``: when the server allows fewer
         alternatives than asked, run with what it allows (recorded in ``traffic``) instead of
-        failing. ``template``: how its prompt is written (:mod:`remote_prompts`)."""
+        failing. ``template``: how its prompt is written (:mod:`.prompts`)."""
         self.spec = spec
         self.chunk_tokens = chunk_tokens
         self.allow_fewer_logprobs = allow_fewer_logprobs

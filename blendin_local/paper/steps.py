@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .engines import is_remote
-from .engines.remote import HEAD_CHARS, RemoteError, RemoteModel
-from .engines.remote_shapes import parse_positions
-from .errors import UsageError
-from .paper import (
+from ..engines import is_remote
+from ..engines.remote.engine import HEAD_CHARS, RemoteError, RemoteModel
+from ..engines.remote.shapes import parse_positions
+from ..errors import UsageError
+from ..generation.steps import Provenance, Step, StopReason
+from .reference import (
     PAPER_ANSWER_PREFIX,
     PAPER_BASE_TOP_P,
     PAPER_LOGPROBS,
@@ -29,13 +30,12 @@ from .paper import (
     decide,
     paper_prefix,
 )
-from .steps import Provenance, Step, StopReason
 
 if TYPE_CHECKING:
-    from .decoding import Decoding
-    from .pair import ModelPair
-    from .prompts import Conversation
-    from .settings import GenerationSettings
+    from ..generation.decoding import Decoding
+    from ..pair import ModelPair
+    from ..prompts import Conversation
+    from ..settings import GenerationSettings
 
 
 @dataclass(frozen=True)

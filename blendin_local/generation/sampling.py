@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from . import limits
-from .blend import top_k_ids
+from .. import limits
+from ..blend import top_k_ids
 
 Sampler = Callable[[NDArray[np.floating], np.random.Generator], int]
 

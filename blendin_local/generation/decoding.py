@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import blend
-from .engines.base import Engine, Requests, now, set_tokens_requests
-from .errors import ContextOverflowError
+from .. import blend
+from ..engines.base import Engine, Requests, now, set_tokens_requests
+from ..errors import ContextOverflowError
+from ..pair import ModelPair, prompt_for
+from ..prompts import Conversation
+from ..settings import GenerationSettings
 from .output import OutputText
-from .pair import ModelPair, prompt_for
-from .prompts import Conversation
 from .sampling import make_sampler
-from .settings import GenerationSettings
 from .steps import Candidate, Provenance, Step, StopReason, Tally
 from .sync import TextSync
 

@@ -24,14 +24,14 @@ from typing import Any
 
 import httpx
 
-from .engines import is_remote
-from .engines.remote import RemoteModel, Traffic
-from .generate import generate
-from .netem import delay_proxy, through
-from .pair import ModelPair, prompt_for
-from .prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
-from .settings import GenerationSettings
-from .steps import Result
+from ..engines import is_remote
+from ..engines.remote.engine import RemoteModel, Traffic
+from ..engines.remote.netem import delay_proxy, through
+from ..generation.generate import generate
+from ..generation.steps import Result
+from ..pair import ModelPair, prompt_for
+from ..prompts import QA_FORMAT, REFERENCE_SYSTEM, Conversation
+from ..settings import GenerationSettings
 
 GAMMA = 0.4
 CLIENT_MS_TARGET = 2.0
@@ -349,9 +349,9 @@ def native_servers(opts: dict[str, Any], which: str, *, cpus: set[int] | None = 
     """``opts`` with the base (``which == "base"``) or base and guide (``"pair"``) replaced by
     llama-server instances (with ``--metrics``, on ``cpus`` where given) holding those GGUFs, for
     the length of the block."""
-    from .engines.remote import RemoteSpec
-    from .models import default_model, resolve_model
-    from .native_server import find_llama_server, llama_server
+    from ..engines.remote.engine import RemoteSpec
+    from ..engines.remote.native_server import find_llama_server, llama_server
+    from ..models import default_model, resolve_model
 
     binary = find_llama_server(opts.get("llama_server"))
     served = dict(opts)

@@ -3,7 +3,7 @@
 A recording (JSONL, written by ``scripts/reference_compare.py`` from the reference's own code) holds a
 header, one ``answer`` record per question and one ``step`` record per step: the answer text before
 the step (``y``), whether the reference intervened, ``b``, ``α`` and the string it appended. Here each
-recorded step is decided again by :func:`paper_steps.paper_step` from the same ``y`` and compared:
+recorded step is decided again by :func:`.steps.paper_step` from the same ``y`` and compared:
 same gate, α within :data:`ALPHA_TOLERANCE` where both intervened, same chosen string.
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engines.remote import RemoteModel
-from .paper import PAPER_BASE_TOP_P, PAPER_SYSTEM, PaperDecision
-from .paper_steps import PaperSetup, ask, paper_step, servers_setup
-from .prompts import QA_FORMAT, Conversation
-from .settings import GenerationSettings
+from ..engines.remote.engine import RemoteModel
+from ..prompts import QA_FORMAT, Conversation
+from ..settings import GenerationSettings
+from .reference import PAPER_BASE_TOP_P, PAPER_SYSTEM, PaperDecision
+from .steps import PaperSetup, ask, paper_step, servers_setup
 
 ALPHA_TOLERANCE = 0.02
 TARGET = 0.98  # share of steps that must agree

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 
+from ..engines import is_remote
+from ..engines.base import Eval, run_eval
+from ..pair import ModelPair
+from ..pair_check import check_pair
+from ..prompts import Conversation
+from ..settings import GenerationSettings
 from .decoding import Decoding
-from .engines import is_remote
-from .engines.base import Eval, run_eval
-from .pair import ModelPair
-from .pair_check import check_pair
-from .prompts import Conversation
-from .settings import GenerationSettings
 from .steps import Result, Step, StopReason
 
 
@@ -126,7 +126,7 @@ class Generation(Decoding):
         """The method's step source for these settings and its driving model, local or on a server
         (checked by ``check_pair``)."""
         if self.settings.compat == "paper":  # the reference's own loop over two servers
-            from .paper_steps import paper_steps
+            from ..paper.steps import paper_steps
 
             return paper_steps(self)
         driver = self.pair.base if self.spec.drives == "base" else self.pair.guide

@@ -10,10 +10,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .generate import generate
-from .pair import ModelPair
-from .prompts import CHAT_SYSTEM, Message, chat_conversation
-from .settings import GenerationSettings
+from ..generation.generate import generate
+from ..pair import ModelPair
+from ..prompts import CHAT_SYSTEM, Message, chat_conversation
+from ..settings import GenerationSettings
 
 TURNS = 5
 TARGET_RATIO = 1.5  # issue 11: TTFT of turn 5 ≤ 1.5 × turn 1's, with reuse

@@ -1,5 +1,5 @@
-"""What ``replay`` reports at each step (token-level in :mod:`replay`, text-level in
-:mod:`replay_text`)."""
+"""What ``replay`` reports at each step (token-level in :mod:`.teacher_forcing`, text-level in
+:mod:`.text`)."""
 
 from __future__ import annotations
 

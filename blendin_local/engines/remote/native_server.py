@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from .errors import BlendinError, UsageError
+from ...errors import BlendinError, UsageError
 
 BINARY_ENV = "BLENDIN_LLAMA_SERVER"
 

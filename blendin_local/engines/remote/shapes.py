@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .base import Position
+from ..base import Position
 
 
 def _number(value: Any, what: str) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .engines.base import Engine, Requests, now, set_tokens_requests
+from ..engines.base import Engine, Requests, now, set_tokens_requests
 
 _WHITESPACE = frozenset(b" \n\t\r")
 _BACKOFF = 2  # never trust the last tokens: appended text can merge into them

@@ -8,17 +8,17 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from . import methods
-from .engines import is_remote
-from .errors import ContextOverflowError, UsageError
-from .methods.decide import Decider, provenance_of
-from .pair import ModelPair, prompt_for
-from .pair_check import check_pair
-from .prompts import Conversation
-from .remote_scoring import PromptScorer
-from .replay_rows import ReplayRow
-from .replay_text import replay_text
-from .settings import GenerationSettings
+from .. import methods
+from ..engines import is_remote
+from ..engines.remote.scoring import PromptScorer
+from ..errors import ContextOverflowError, UsageError
+from ..methods.decide import Decider, provenance_of
+from ..pair import ModelPair, prompt_for
+from ..pair_check import check_pair
+from ..prompts import Conversation
+from ..settings import GenerationSettings
+from .rows import ReplayRow
+from .text import replay_text
 
 
 def replayable() -> tuple[str, ...]:
@@ -40,7 +40,7 @@ def replay(
     ``batched`` evaluates the continuation in one pass with logits kept for its positions only;
     ``batched=False`` evaluates one token at a time exactly as ``generate`` does (bit-identical
     logits, so a greedy generation replays with every step matching). ``--support top100`` and a
-    base on a server replay the text (:mod:`replay_text`); ``scorer`` keeps what a server can do.
+    base on a server replay the text (:mod:`.text`); ``scorer`` keeps what a server can do.
     """
     if settings.support == "top100" or is_remote(pair.base):
         if not isinstance(continuation, str):

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from . import blend
-from .generate import generate
-from .pair import ModelPair
-from .prompts import Conversation
-from .sampling import SamplingSettings, make_sampler
-from .settings import GenerationSettings
+from .. import blend
+from ..generation.generate import generate
+from ..generation.sampling import SamplingSettings, make_sampler
+from ..pair import ModelPair
+from ..prompts import Conversation
+from ..settings import GenerationSettings
 
 PROMPTS = (
     "The history of the Roman Empire begins",

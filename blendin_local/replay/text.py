@@ -24,18 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import blend, methods
-from .engines import is_remote
-from .engines.base import Engine, decoded_strings, set_tokens
-from .engines.remote import RemoteModel
-from .errors import BlendinError, ContextOverflowError, UsageError
-from .methods.strings import TOP, blend_string_distributions, string_distribution, top_string
-from .pair import ModelPair, prompt_for
-from .prompts import Conversation
-from .remote_scoring import PromptScorer
-from .replay_rows import ReplayRow
-from .settings import CAP_WARMUP, GenerationSettings
-from .sync import TextSync
+from .. import blend, methods
+from ..engines import is_remote
+from ..engines.base import Engine, decoded_strings, set_tokens
+from ..engines.remote.engine import RemoteModel
+from ..engines.remote.scoring import PromptScorer
+from ..errors import BlendinError, ContextOverflowError, UsageError
+from ..generation.sync import TextSync
+from ..methods.strings import TOP, blend_string_distributions, string_distribution, top_string
+from ..pair import ModelPair, prompt_for
+from ..prompts import Conversation
+from ..settings import CAP_WARMUP, GenerationSettings
+from .rows import ReplayRow
 
 # The methods that run on top-k strings (those with a step source over a remote base).
 TEXT_METHODS = tuple(sorted(m.name for m in methods.METHODS.values() if m.replays_text))
