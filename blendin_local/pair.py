@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engines import is_remote
+from .engines import server_of
 from .engines.base import Engine
 from .engines.remote.prompts import remote_prompt
 from .projection import Projection
@@ -42,8 +42,8 @@ def prompt_for(engine: Engine, conv: Conversation, *, role: str) -> RenderedProm
     guide (and anti-expert) use their template, or a built-in one picked by their control tokens.
     """
     is_base = role == "base"
-    if is_remote(engine):  # no vocabulary or template to read: the server or an option says
-        return remote_prompt(engine, conv)
+    if not engine.capabilities.vocabulary:  # no template to read: the server or an option says
+        return remote_prompt(server_of(engine), conv)
     rendered = render(
         conv,
         chat_template=engine.chat_template,

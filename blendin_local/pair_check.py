@@ -4,7 +4,6 @@ engines' capabilities (``engines/``), with one clear error naming what is missin
 from __future__ import annotations
 
 from . import methods
-from .engines import is_remote
 from .engines.base import Scorer
 from .errors import UsageError
 from .methods.spec import MethodSpec
@@ -13,10 +12,6 @@ from .pair import ModelPair
 from .settings import GenerationSettings
 
 _FLAG = {"base": "--base", "guide": "--guide", "anti": "--anti-expert"}
-
-
-def _where(engine: Scorer) -> str:
-    return engine.spec.url if is_remote(engine) else engine.name
 
 
 def check_pair(pair: ModelPair, settings: GenerationSettings) -> MethodSpec:
@@ -37,7 +32,7 @@ def check_pair(pair: ModelPair, settings: GenerationSettings) -> MethodSpec:
             raise UsageError(_needs_dense(spec, settings, role, engine))
         if need == "top_logprobs" and not caps.allows_top(TOP):
             raise UsageError(f"method {name} needs {TOP} logprobs per position; the server at "
-                             f"{_where(engine)} allows {caps.top_logprobs}: start vLLM with "
+                             f"{engine.where} allows {caps.top_logprobs}: start vLLM with "
                              f"--max-logprobs {TOP}")
     for role in sorted(spec.roles):
         engine = engines[role]
@@ -51,7 +46,7 @@ def check_pair(pair: ModelPair, settings: GenerationSettings) -> MethodSpec:
 
 
 def _needs_dense(spec: MethodSpec, settings: GenerationSettings, role: str, engine: Scorer) -> str:
-    gives = f"the {role} at {_where(engine)} gives {engine.capabilities.gives()}"
+    gives = f"the {role} at {engine.where} gives {engine.capabilities.gives()}"
     other = sorted(_remote_supports(spec, role) - {spec.support_of(settings)})
     if other:
         return (f"method {spec.name} --support {settings.support} needs full distributions; {gives}: "

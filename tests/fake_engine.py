@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from blendin_local.engines.base import LOCAL, Position, dense_top_logprobs
+from blendin_local.engines.base import LOCAL, InProcess, Position, dense_top_logprobs
 from blendin_local.errors import ContextOverflowError
 
 LogitsFn = Callable[[tuple[int, ...]], NDArray[np.float32]]
 
 
-class FakeEngine:
+class FakeEngine(InProcess):
     """Implements :class:`blendin_local.engines.base.Engine` on a piece list and a logits function.
 
     Args:

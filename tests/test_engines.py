@@ -29,7 +29,7 @@ def test_each_kind_declares_what_it_gives():
     assert LlamaEngine.capabilities is LOCAL and LOCAL.dense_logits and LOCAL.kv_cache
     assert LOCAL.top_logprobs is None and LOCAL.allows_top(100_000) and LOCAL.gives() == "full distributions"
     caps = RemoteModel(RemoteSpec("http://h/v1", "m")).capabilities
-    assert not caps.dense_logits and not caps.kv_cache and caps.chunked_generation
+    assert not caps.dense_logits and not caps.kv_cache and not caps.vocabulary
     assert caps.top_logprobs == 100 and caps.allows_top(100) and not caps.allows_top(101)
     assert caps.gives() == "top-100 logprobs"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from ..engines import is_remote
+from ..engines import server_of, servers
 from ..engines.remote.engine import RemoteModel, Traffic
 from ..engines.remote.netem import delay_proxy, through
 from ..generation.generate import generate
@@ -152,8 +152,7 @@ def warm(pair: ModelPair, question: str) -> None:
     moves its logits slightly — both loops should meet the same cache state."""
     assert pair.base is not None
     prompt = prompt_for(pair.base, conversation(question), role="base").text.decode()
-    base = pair.base
-    assert is_remote(base)
+    base = server_of(pair.base)
     base.next_position(prompt, logprobs=1)
 
 
@@ -161,12 +160,10 @@ def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_toke
            method: str = "blendin") -> Result:
     """One greedy answer (BlendIn top-100, or nudging) with the base asked at most ``chunk`` tokens
     per request; the remote models' traffic counts this answer only."""
-    base = pair.base
-    assert is_remote(base), "the remote bench needs a base on a server"
+    base = server_of(pair.base)  # the remote bench needs a base on a server
     saved = base.chunk_tokens
-    for engine in (pair.base, pair.guide):
-        if is_remote(engine):
-            engine.traffic = Traffic()
+    for server in servers(pair.base, pair.guide):
+        server.traffic = Traffic()
     base.chunk_tokens = chunk
     try:
         conv = conversation(question)
@@ -209,7 +206,7 @@ class ServerCounter:
 @contextmanager
 def network(pair: ModelPair, rtt_ms: float) -> Iterator[None]:
     """Every remote model of ``pair`` reached through a delay proxy adding ``rtt_ms`` (none at 0)."""
-    engines = [e for e in (pair.base, pair.guide) if e is not None and isinstance(e, RemoteModel)]
+    engines = servers(pair.base, pair.guide)
     if rtt_ms <= 0:
         yield
         return
@@ -285,8 +282,7 @@ def run_remote_bench(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: in
                      gamma: float = GAMMA, rtts: Sequence[float] = (0.0,), method: str = "blendin",
                      variant: str = "shared cores") -> dict[str, Any]:
     """Both loops at every round trip time in ``rtts``: one entry per RTT under ``"variants"``."""
-    base = pair.base
-    assert isinstance(base, RemoteModel), "the remote bench needs a base on a server"
+    base = server_of(pair.base)  # the remote bench needs a base on a server
     counter = ServerCounter.of(base)
     variants = []
     for rtt_ms in rtts:

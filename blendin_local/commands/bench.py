@@ -30,7 +30,7 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
     """The remote bench on shared cores, then (``pin``, two cores or more) with the server on its
     own cores and the client on the others."""
     from ..bench.remote import native_servers, pinned, run_remote_bench, split_cores
-    from ..engines.remote.engine import RemoteModel
+    from ..engines import servers
 
     methods = [bench["method"]]
     kwargs = {"chunk": opts["remote_chunk"], "max_tokens": bench["max_tokens"], "rounds": bench["rounds"],
@@ -42,9 +42,8 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
         client, server = cores
         with native_servers(opts, native, cpus=server, threads=len(server)) as served, pinned(client):
             pair = pair_from_options({**served, "threads": len(client)}, methods)
-            for engine in (pair.base, pair.guide):
-                if isinstance(engine, RemoteModel):
-                    engine.shares_cpu = False  # its own cores: as on another machine
+            for served_model in servers(pair.base, pair.guide):
+                served_model.shares_cpu = False  # its own cores: as on another machine
             name = f"server on core(s) {','.join(map(str, sorted(server)))}"
             report["variants"] += run_remote_bench(pair, variant=name, **kwargs)["variants"]
     return report

@@ -13,7 +13,7 @@ from ..cli_options import (
     pair_from_options,
     settings_from_options,
 )
-from ..engines import is_remote
+from ..engines import server_of
 from ..engines.remote.engine import RemoteSpec
 from ..engines.remote.scoring import PromptScorer
 from ..errors import UsageError
@@ -123,7 +123,8 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
           console: Any) -> None:
     from rich.table import Table
 
-    scorer = PromptScorer(pair.base) if is_remote(pair.base) else None
+    base = pair.base
+    scorer = PromptScorer(server_of(base)) if base and not base.capabilities.dense_logits else None
     for item, (question, cont) in enumerate(items):
         conv = Conversation.single(question, system=system, plain=QA_FORMAT, chat=chat)
         table = Table(title=f"replay ({settings.method}, {settings.support}, "
@@ -152,9 +153,10 @@ def _show(pair: ModelPair, items: list[tuple[str, list[int] | str]], settings: G
                       f"guide would change {changed} token(s); {same}/{n} picks equal the "
                       f"continuation.")
         for role, engine in (("base", pair.base), ("guide", pair.guide)):
-            if is_remote(engine):
+            report = engine.report() if engine is not None else None
+            if engine is not None and report is not None:
                 how = f" ({scorer.mode})" if role == "base" and scorer is not None else ""
-                console.print(f"{role} server {engine.spec.url}: {engine.traffic.requests} "
+                console.print(f"{role} server {engine.where}: {report['requests']} "
                               f"request(s) so far{how}")
 
 

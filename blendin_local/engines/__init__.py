@@ -22,9 +22,26 @@ def kind_of(spec: str) -> EngineKind:
     return next(k for k in KINDS if k.fallback or k.claims(spec))
 
 
+def server_of(engine: object) -> RemoteModel:
+    """The server behind ``engine``, for code that uses what only a server has (its traffic, chunk
+    size, route, clones, whole-text scoring). Callers choose by capabilities first: a local engine
+    here is a bug."""
+    if not isinstance(engine, RemoteModel):
+        raise TypeError(f"{getattr(engine, 'name', engine)} is not a model on a server")
+    return engine
+
+
+def servers(*engines: object) -> list[RemoteModel]:
+    """The models among ``engines`` that are behind a server (None and local ones left out), for
+    settings only a server has (its route, its cores, its prompt template)."""
+    return [e for e in engines if isinstance(e, RemoteModel)]
+
+
 def is_remote(engine: object) -> TypeGuard[RemoteModel]:
-    """A model behind a server: stateless, top-k logprobs as strings, no vocabulary to read."""
+    """Deprecated: choose by ``engine.capabilities`` (or :func:`server_of` for server-only API).
+    Kept while branches written against it are merged; nothing here calls it."""
     return isinstance(engine, RemoteModel)
 
 
-__all__ = ["KINDS", "Capabilities", "Engine", "EngineKind", "Position", "Scorer", "is_remote", "kind_of"]
+__all__ = ["KINDS", "Capabilities", "Engine", "EngineKind", "Position", "Scorer", "is_remote", "kind_of",
+           "server_of", "servers"]

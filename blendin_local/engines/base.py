@@ -1,10 +1,11 @@
 """The engine interfaces: what decoding needs from a language model, and what each engine can give.
 
 Two kinds of engine form one family. A local llama.cpp engine (``engines/llama.py``) holds a KV cache
-and gives dense full-vocabulary logits; a remote OpenAI-compatible server (``engines/remote.py``) is
+and gives dense full-vocabulary logits; a remote OpenAI-compatible server (``engines/remote/``) is
 stateless and gives top-k logprobs per position (as strings), and can generate a chunk per request.
 Each declares :class:`Capabilities`; methods state what they need and ``pair_check.check_pair``
 compares the two once. Both give :meth:`Scorer.top_logprobs`. Token text is always ``bytes``.
+Callers choose by capabilities (or ask the engine: ``where``, ``report``), never by class.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,23 +24,23 @@ from .. import blend
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an engine can give (like simonw/llm's ``can_stream``).
+    """What an engine can give (like simonw/llm's ``can_stream``): callers choose by these.
 
     Attributes:
         dense_logits: full-vocabulary logits at every position (and ids of a known vocabulary).
-        kv_cache: keeps the evaluated tokens (``eval``/``rollback``): a step costs one token.
+            Without them the step sources, guide view and replay over top-k strings run.
+        kv_cache: keeps the evaluated tokens (``eval``/``rollback``): a step costs one token, and
+            answers share batched decodes. Without one it is stateless: many answers keep
+            requests in flight, each on its own handle.
         top_logprobs: the most top-k alternatives it reports per position; None: any k (computed
             from dense logits).
-        token_id_prompts: accepts a prompt as token ids.
-        chunked_generation: generates several tokens per request (a stream with logprobs).
-        vocabulary: its tokenizer, pieces, control ids and chat template can be read.
+        vocabulary: its tokenizer, pieces, control ids and chat template can be read (else the
+            server or an option renders the prompt).
     """
 
     dense_logits: bool
     kv_cache: bool
     top_logprobs: int | None
-    token_id_prompts: bool
-    chunked_generation: bool
     vocabulary: bool
 
     def gives(self) -> str:
@@ -55,8 +56,7 @@ class Capabilities:
 
 T = TypeVar("T")
 
-LOCAL = Capabilities(dense_logits=True, kv_cache=True, top_logprobs=None, token_id_prompts=True,
-                     chunked_generation=False, vocabulary=True)
+LOCAL = Capabilities(dense_logits=True, kv_cache=True, top_logprobs=None, vocabulary=True)
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,33 @@ class Scorer(Protocol):
     name: str
     capabilities: Capabilities
 
+    @property
+    def where(self) -> str:
+        """Where the model is, for messages: a server's URL, or a local model's name."""
+        ...
+
+    def report(self) -> dict[str, Any] | None:
+        """What talking to the model cost so far (requests, bytes, seconds waiting), or None: a
+        model in this process costs no traffic."""
+        ...
+
     def top_logprobs(self, prompt: str, k: int) -> Position | None:
         """The ``k`` most likely next tokens after ``prompt`` as strings with their logprobs (None:
         the model ends the text there)."""
         ...
+
+
+class InProcess:
+    """The :class:`Scorer` members about servers, as a model in this process answers them."""
+
+    name: str
+
+    @property
+    def where(self) -> str:
+        return self.name
+
+    def report(self) -> dict[str, Any] | None:
+        return None
 
 
 class Vocabulary(Protocol):

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from ..errors import ContextOverflowError, ModelFileError, UsageError
 from ..gguf_check import check_gguf
-from .base import LOCAL, EngineKind, Position, dense_top_logprobs
+from .base import LOCAL, EngineKind, InProcess, Position, dense_top_logprobs
 
 log = logging.getLogger(__name__)
 EXTRA_BUFFERS_ENV = "BLENDIN_EXTRA_BUFFERS"  # "0" off, "1" on, unset: off only where AMX is built in
@@ -206,7 +206,7 @@ def read_metadata(path: Path) -> dict[str, object]:
     return info
 
 
-class LlamaEngine:
+class LlamaEngine(InProcess):
     """A GGUF model on llama.cpp, implementing :class:`blendin_local.engines.base.Engine`."""
 
     capabilities = LOCAL
@@ -546,7 +546,7 @@ class LlamaSequences:
                 v._row = None
 
 
-class LlamaSequence:
+class LlamaSequence(InProcess):
     """One sequence of a :class:`LlamaSequences` context: an
     :class:`~blendin_local.engines.base.Engine` (vocabulary from its model's engine)."""
 

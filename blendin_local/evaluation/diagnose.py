@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engines import is_remote
 from ..generation.generate import generate
 from ..generation.steps import LOW_OVERLAP, Provenance
 from ..pair import ModelPair
@@ -163,7 +162,7 @@ def diagnose(
     on_prompt: Any = None,
 ) -> Diagnosis:
     """Answer each prompt with every step blended and collect the per-step signals."""
-    remote = is_remote(pair.base) or is_remote(pair.guide)
+    remote = not all(e.capabilities.dense_logits for e in (pair.base, pair.guide) if e is not None)
     if pair.projection is None and not remote:
         raise ValueError("diagnose needs a pair with a base, a guide and their projection")
     result = Diagnosis(coverage=pair.projection.coverage() if pair.projection else {},

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 
-from ..engines import is_remote
 from ..engines.base import Eval, run_eval
 from ..pair import ModelPair
 from ..pair_check import check_pair
@@ -106,11 +105,12 @@ class Generation(Decoding):
     def _remote_traffic(self, seconds: float) -> dict[str, object] | None:
         """Requests, bytes and waiting time per remote model, and the client's own ms per token."""
         roles = (("base", self.pair.base, self.tally.t_base), ("guide", self.pair.guide, self.tally.t_guide))
-        remote = {role: engine.report() for role, engine, _ in roles if is_remote(engine)}
+        reports = {role: engine.report() for role, engine, _ in roles if engine is not None}
+        remote = {role: report for role, report in reports.items() if report is not None}
         if not remote:
             return None
         waited = sum(float(t["seconds"]) for t in remote.values())
-        local_models = sum(t for _, engine, t in roles if engine is not None and not is_remote(engine))
+        local_models = sum(t for role, _, t in roles if role in reports and role not in remote)
         own = max(seconds - waited - local_models - self.prefill_s, 0.0)
         return {**remote, "client_ms_per_token": round(1000 * own / max(self.tally.tokens, 1), 3)}
 
@@ -119,7 +119,7 @@ class Generation(Decoding):
         """Does this answer's step source leave every evaluation to its driver (so that many
         answers can share batched decodes)?"""
         driver = self.pair.base if self.spec.drives == "base" else self.pair.guide
-        return (self.settings.compat != "paper" and not is_remote(driver)
+        return (self.settings.compat != "paper" and driver is not None and driver.capabilities.kv_cache
                 and self.spec.batches(self.settings))
 
     def _steps(self) -> Iterator[Step | Eval]:
@@ -130,7 +130,8 @@ class Generation(Decoding):
 
             return paper_steps(self)
         driver = self.pair.base if self.spec.drives == "base" else self.pair.guide
-        source = self.spec.source(self.settings, remote_driver=is_remote(driver))
+        assert driver is not None
+        source = self.spec.source(self.settings, remote_driver=not driver.capabilities.dense_logits)
         assert source is not None
         return source(self, self.spec)
 

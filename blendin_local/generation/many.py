@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..engines import is_remote
+from ..engines import server_of
 from ..engines.base import Engine, Eval, group_of, run_evals, sequences_of
 from ..engines.remote.engine import RemoteError
 from ..errors import BlendinError, ContextOverflowError, UsageError
@@ -109,7 +109,8 @@ class GenerationBatch:
         self._in_flight: _InFlight | None = None
         if probe is not None:
             driver = pair.base if probe.spec.drives == "base" else pair.guide
-            if is_remote(driver) and batch > 1 and len(self.conversations) > 1:
+            stateless = driver is not None and not driver.capabilities.kv_cache  # on a server
+            if stateless and batch > 1 and len(self.conversations) > 1:
                 self._in_flight = _InFlight.of(self, min(batch, len(self.conversations)))
                 if self._in_flight is None:
                     self.note = "a local model has no multi-sequence context: one answer at a time"
@@ -357,7 +358,7 @@ class _InFlight:
         closed = threading.Event()
         views: dict[str, list[Engine] | None] = {}
         for role, engine in (("base", pair.base), ("guide", pair.guide), ("anti", pair.anti)):
-            if engine is None or is_remote(engine):
+            if engine is None or not engine.capabilities.kv_cache:
                 continue
             seqs = sequences_of(engine, n)
             if seqs is None:
@@ -368,8 +369,8 @@ class _InFlight:
         def engine_for(role: str, engine: Engine | None, i: int) -> Engine | None:
             if engine is None:
                 return None
-            if is_remote(engine):
-                return engine.clone()  # type: ignore[return-value]
+            if not engine.capabilities.kv_cache:  # stateless: one handle per worker
+                return server_of(engine).clone()  # type: ignore[return-value]
             seqs = views[role]
             assert seqs is not None
             return seqs[i]

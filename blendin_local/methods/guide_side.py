@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from .. import blend
-from ..engines import is_remote
+from ..engines import server_of
 from ..engines.base import Engine, decoded_strings
 from ..engines.remote.engine import RemoteModel
 from ..engines.remote.prompts import remote_prompt
@@ -101,4 +101,4 @@ class RemoteGuide:
 def guide_view(gen: Decoding) -> LocalGuide | RemoteGuide:
     guide = gen.pair.guide
     assert guide is not None
-    return RemoteGuide(gen, guide) if is_remote(guide) else LocalGuide(gen, guide)
+    return LocalGuide(gen, guide) if guide.capabilities.dense_logits else RemoteGuide(gen, server_of(guide))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..engines import is_remote
+from ..engines import server_of, servers
 from ..engines.remote.engine import HEAD_CHARS, RemoteError, RemoteModel
 from ..engines.remote.shapes import parse_positions
 from ..errors import UsageError
@@ -53,10 +53,10 @@ class PaperSetup:
 def paper_setup(pair: ModelPair, conv: Conversation, settings: GenerationSettings) -> PaperSetup:
     """Check that the pair and the conversation fit the reference's set-up (one clear error if not)."""
     base, guide = pair.base, pair.guide
-    if not (is_remote(base) and is_remote(guide)):
+    if len(servers(base, guide)) != 2:
         raise UsageError("--compat paper talks to two servers, as the reference does: give "
                          "--base URL#MODEL and --guide URL#MODEL (OpenAI-compatible servers)")
-    return servers_setup(base, guide, conv, settings)
+    return servers_setup(server_of(base), server_of(guide), conv, settings)
 
 
 def servers_setup(base: RemoteModel, guide: RemoteModel, conv: Conversation,

@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .. import methods
-from ..engines import is_remote
 from ..engines.remote.scoring import PromptScorer
 from ..errors import ContextOverflowError, UsageError
 from ..methods.decide import Decider, provenance_of
@@ -42,7 +41,7 @@ def replay(
     logits, so a greedy generation replays with every step matching). ``--support top100`` and a
     base on a server replay the text (:mod:`.text`); ``scorer`` keeps what a server can do.
     """
-    if settings.support == "top100" or is_remote(pair.base):
+    if settings.support == "top100" or (pair.base is not None and not pair.base.capabilities.dense_logits):
         if not isinstance(continuation, str):
             raise UsageError("--support top100 and a base on a server replay a continuation's "
                              "text: give --continuation or --jsonl, not token ids")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import blend, methods
-from ..engines import is_remote
+from ..engines import server_of
 from ..engines.base import Engine, decoded_strings, set_tokens
 from ..engines.remote.engine import RemoteModel
 from ..engines.remote.scoring import PromptScorer
@@ -61,7 +61,7 @@ def check_text_replay(pair: ModelPair, settings: GenerationSettings) -> None:
                          f"{', '.join(TEXT_METHODS)}, not {settings.method}")
     if settings.support != "top100" and settings.method != "base":
         base = pair.base
-        where = base.spec.url if isinstance(base, RemoteModel) else "a server"
+        where = base.where if base is not None else "a server"
         raise UsageError(f"method {settings.method} --support full needs full distributions; the "
                          f"base at {where} gives top-{TOP} logprobs: use --support top100")
     if settings.method != "base" and pair.guide is None:
@@ -90,8 +90,8 @@ def replay_text(
     base = pair.base
     assert base is not None
     prefix = prompt_for(base, conv, role="base")
-    if is_remote(base):
-        scorer = scorer or PromptScorer(base)
+    if not base.capabilities.dense_logits:
+        scorer = scorer or PromptScorer(server_of(base))
         views = remote_views(scorer, prefix.text.decode("utf-8", errors="replace"), continuation,
                              batched=batched)
     else:
@@ -230,8 +230,8 @@ def guide_strings(pair: ModelPair, conv: Conversation) -> GuideFn:
     guide = pair.guide
     assert guide is not None
     gp = prompt_for(guide, conv, role="guide")
-    if is_remote(guide):
-        remote, prefix = guide, gp.text.decode("utf-8", errors="replace")
+    if not guide.capabilities.dense_logits:
+        remote, prefix = server_of(guide), gp.text.decode("utf-8", errors="replace")
 
         def ask(y: str) -> tuple[dict[str, float], float]:
             position = remote.next_position(prefix + y, logprobs=TOP)

@@ -108,10 +108,7 @@ def _error_message(response: httpx.Response) -> str:
 class RemoteModel:
     """A completions server holding one model. Greedy by default (the paper's setting)."""
 
-    gives = "top-k logprobs"
-    stateless = True
-    capabilities = Capabilities(dense_logits=False, kv_cache=False, top_logprobs=100,
-                                token_id_prompts=False, chunked_generation=True, vocabulary=False)
+    capabilities = Capabilities(dense_logits=False, kv_cache=False, top_logprobs=100, vocabulary=False)
 
     def __init__(
         self,
@@ -164,6 +161,10 @@ class RemoteModel:
     def route(self, url: str) -> None:
         """Send requests to ``url`` (the same server behind a proxy) from now on."""
         self._client.base_url = httpx.URL(url.rstrip("/") + "/")
+
+    @property
+    def where(self) -> str:
+        return self.spec.url
 
     def report(self) -> dict[str, Any]:
         """What this model cost (``Traffic``), and the logprob limit it ran with, if one was hit."""
