@@ -118,26 +118,6 @@ class Decoding:
     def room_left(self, engine: Engine) -> bool:
         return len(engine.tokens) < engine.n_ctx
 
-    def halted(self, engine: Engine) -> bool:
-        """A cancel, or a context with no room for another token, ends the generation here."""
-        if self._cancelled:
-            self.stop_reason = StopReason.CANCELLED
-        elif not self.room_left(engine):
-            self.stop_reason = StopReason.CONTEXT_FULL
-        return self.stop_reason is not None
-
-    def own_step(
-        self, engine: Engine, index: int, *, provenance: Provenance, t_model: float
-    ) -> Step:
-        """Sample ``engine``'s own next token (no blending), add it to the answer, describe it.
-
-        ``provenance`` BASE records the probabilities as the base's, GUIDE as the guide's.
-        """
-        t0 = time.perf_counter()
-        token, describe = self.own_choice(engine, index, provenance)
-        text = self.take(engine, token, index)
-        return describe(text, t_model, time.perf_counter() - t0)
-
     def take(self, engine: Engine, token: int, index: int, *, by_guide: bool = False) -> str:
         """Add ``engine``'s chosen ``token`` to the answer; returns the text to show for it. An
         end-of-generation token ends the answer (``guide-eos`` where the guide chose it); a control
