@@ -104,10 +104,14 @@ class Decoding:
         """Prompt the base and keep it on the canonical tokenisation of its prompt + the answer
         text (the text-level methods: nudging, top100; they read the guide through
         ``methods.guide_side``)."""
+        return now(self.base_text_sync_requests())
+
+    def base_text_sync_requests(self) -> Requests[TextSync]:
+        """:meth:`base_text_sync`, its prompt as an evaluation request."""
         base = self.pair.base
         assert base is not None
         bp = prompt_for(base, self.conv, role="base")
-        self.prefill(base, "base")
+        yield from self.prefill_requests(base, "base")
         base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
         self.syncs.append(base_sync)
         return base_sync

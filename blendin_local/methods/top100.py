@@ -3,7 +3,8 @@
 Each model's top-100 tokens are decoded (UTF-8, errors ignored, as the reference's servers do); a
 string seen twice keeps the probability of its later, lower-ranked token. Both models then read the
 canonical tokenisation of their prefix + the text, re-tokenised incrementally. The loop is
-:func:`driver.drive`; this module only decides.
+:func:`driver.drive`; this module only decides, and its local models' evaluations are requests, so
+many answers share batched decodes (``MethodSpec.driven``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def top100_steps(gen: Decoding) -> Iterator[Event]:
     base = gen.pair.base
     assert base is not None
     s = gen.settings
-    base_sync = gen.base_text_sync()
+    base_sync = yield from gen.base_text_sync_requests()
     guide = guide_view(gen)
     base_strings = decoded_strings(base.pieces(), base.control_ids())
     interventions = 0
@@ -51,7 +52,7 @@ def top100_steps(gen: Decoding) -> Iterator[Event]:
     def picks_at(index: int) -> Picks:
         nonlocal interventions
         t0 = time.perf_counter()
-        base_sync.update(gen.output.y)
+        yield from base_sync.requests(gen.output.y)
         t1 = time.perf_counter()
         p_base = blend.softmax(base.logits())
         b = float(p_base.max())
@@ -60,7 +61,7 @@ def top100_steps(gen: Decoding) -> Iterator[Event]:
             return
         interventions += 1
         t2 = time.perf_counter()
-        gd, g = guide.strings(gen.output.y)
+        gd, g = yield from guide.strings_requests(gen.output.y)
         t3 = time.perf_counter()
         sb = string_intervention(string_distribution(p_base, base_strings), gd, b, g, s.alpha,
                                  sampled(gen))
