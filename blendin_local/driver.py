@@ -109,7 +109,7 @@ def drive(gen: Decoding, picks_at: PicksAt, *, engine: Engine | None = None,
                 index += 1
                 if evaluate_as is not None and gen.stop_reason is None and index < limit:
                     assert engine is not None and item.token is not None
-                    if not gen.room_left(engine):
+                    if not _room_left(engine):
                         gen.stop_reason = StopReason.CONTEXT_FULL
                     else:
                         request = Eval(engine, [item.token])
@@ -125,19 +125,40 @@ def _halted(gen: Decoding, engine: Engine | None) -> bool:
     driving model a method keeps on the answer itself)."""
     if gen.cancelled:
         gen.stop_reason = StopReason.CANCELLED
-    elif engine is not None and not gen.room_left(engine):
+    elif engine is not None and not _room_left(engine):
         gen.stop_reason = StopReason.CONTEXT_FULL
     return gen.stop_reason is not None
 
 
+def _room_left(engine: Engine) -> bool:
+    return len(engine.tokens) < engine.n_ctx
+
+
 def _take(gen: Decoding, engine: Engine | None, pick: Pick, index: int) -> str:
-    """Add ``pick`` to the answer; returns the text to show for its step."""
+    """Add ``pick`` to the answer; returns the text to show for its step. An end-of-generation id
+    ends the answer (``guide-eos`` where the guide chose it), a control id adds no text; a text
+    piece that ``ends`` ends it after the piece."""
     if pick.token is not None:
         assert engine is not None
-        return gen.take(engine, pick.token, index, by_guide=pick.by_guide)
-    text = gen.push(pick.piece, index)
+        if pick.token in engine.eog_ids():
+            gen.stop_reason = StopReason.GUIDE_EOS if pick.by_guide else StopReason.EOS
+            return gen.output.finish()
+        controls = engine.control_ids()
+        return _push(gen, b"" if pick.token in controls else engine.pieces()[pick.token], index)
+    text = _push(gen, pick.piece, index)
     if pick.ends and gen.stop_reason is None:
         gen.stop_reason = StopReason.GUIDE_EOS if pick.by_guide else StopReason.EOS
+        text += gen.output.finish()
+    return text
+
+
+def _push(gen: Decoding, piece: bytes, index: int) -> str:
+    """Add bytes to the answer; returns the text to show for this step, noting a stop string, and
+    flushing held-back text at the token limit."""
+    text = gen.output.push(piece)
+    if gen.output.stopped:
+        gen.stop_reason = StopReason.STOP_STRING
+    elif index + 1 >= gen.settings.max_tokens:
         text += gen.output.finish()
     return text
 
