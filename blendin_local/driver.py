@@ -101,7 +101,7 @@ def drive(gen: Decoding, picks_at: PicksAt, *, engine: Engine | None = None,
                 if isinstance(item, Eval):
                     yield item
                     continue
-                if isinstance(item, End):
+                if isinstance(item, End):  # held-back text joins the answer; there is no step to show it
                     gen.stop_reason = item.reason
                     gen.output.finish()
                     return
