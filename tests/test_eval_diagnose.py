@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from fixtures.eval.fake_pair import scripted_pair
 
 from blendin_local.commands import diagnose as commands
 from blendin_local.errors import UsageError
 from blendin_local.evaluation.diagnose import Diagnosis, StepSample, diagnose, figure
 from blendin_local.pair import ModelPair
+
+from fakes.scripted import scripted_pair
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 GOOD_COVERAGE = {"exact": 93.9, "approximate": 3.0, "dropped": 3.0, "end→EOS": 0.1}

@@ -17,8 +17,7 @@ from blendin_local.projection import build_projection
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
-from fake_engine import FakeEngine, peaked
-from fakes import BASE_PIECES, GUIDE_PIECES, cross_pair, fake_base, same_tokenizer_pair
+from fakes import BASE_PIECES, GUIDE_PIECES, FakeEngine, cross_pair, fake_base, peaked, same_tokenizer_pair
 
 CONV = Conversation.single("What is a b c?")
 RAW = Conversation.single("the a b", chat=False)

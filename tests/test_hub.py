@@ -14,7 +14,7 @@ import pytest
 from blendin_local import hub, models
 from blendin_local.errors import ModelFileError, UsageError
 
-from fake_hub import COMMIT, FakeHub
+from fakes.hub import COMMIT, FakeHub
 from test_cli_errors import assert_one_line_error, run_cli
 from tiny_gguf import write_tiny_gguf
 

@@ -15,8 +15,7 @@ from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
-from fake_engine import FakeGroup
-from fakes import cross_pair, fake_guide
+from fakes import FakeGroup, cross_pair, fake_guide
 
 CONVERTED = ("base", "blendin", "ensemble", "proxy", "guide")
 QUESTIONS = ["What is a b c?", "the", "Say the a b c twice, then stop.", "a", "b c the ab",
@@ -66,8 +65,19 @@ def same_result(a, b) -> None:
 @pytest.mark.parametrize("method", CONVERTED)
 @pytest.mark.parametrize("batch", [1, 2, 3, 5, 8])
 def test_batched_greedy_answers_equal_one_at_a_time(method: str, batch: int) -> None:
+    check_batched_equals_one_at_a_time(method, batch)
+
+
+@pytest.mark.parametrize("method", ["blendin", "ensemble"])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_batched_top100_answers_equal_one_at_a_time(method: str, batch: int) -> None:
+    """The string blend's base and guide catch-ups are requests too (TextSync.requests)."""
+    check_batched_equals_one_at_a_time(method, batch, support="top100")
+
+
+def check_batched_equals_one_at_a_time(method: str, batch: int, **kw: object) -> None:
     convs = [Conversation.single(q) for q in QUESTIONS]
-    s = settings(method, stop=("h",))  # answers of many lengths: EOS, stop string, token limit
+    s = settings(method, stop=("h",), **kw)  # answers of many lengths: EOS, stop string, token limit
     expected = one_at_a_time(pair_for(method), convs, s)
     pair = pair_for(method)
     many, steps = batched(pair, convs, s, batch)
@@ -166,7 +176,7 @@ def test_results_come_back_in_input_order_whatever_finishes_first() -> None:
     assert [r.text for r in many.results if r is not None] == want
 
 
-@pytest.mark.parametrize("method,support", [("nudging", "full"), ("blendin", "top100")])
+@pytest.mark.parametrize("method,support", [("nudging", "full")])  # top100 batches (above)
 def test_methods_that_evaluate_by_themselves_run_one_at_a_time_with_a_note(
         method: str, support: str) -> None:
     convs = [Conversation.single(q) for q in QUESTIONS[:3]]

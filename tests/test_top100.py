@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from blendin_local.generation.generate import generate
-from blendin_local.methods.strings import top100_choice
+from blendin_local.generation.steps import Provenance
+from blendin_local.methods.strings import string_intervention, top100_choice
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
@@ -66,6 +67,19 @@ def test_duplicate_strings_keep_the_lower_ranked_probability() -> None:
     # "x" has the probability of its second (lower-ranked) token, 0.3, renormalised with 0.1
     assert mixed["x"] == pytest.approx(0.3 / 0.4)
     assert mixed["y"] == pytest.approx(0.1 / 0.4)
+
+
+def test_one_string_intervention_blends_chooses_and_names_its_provenance() -> None:
+    bd, gd = {"x": 0.6, "y": 0.4}, {"y": 0.9, "z": 0.1}
+    sb = string_intervention(bd, gd, 0.6, 0.9, 0.5)  # greedy by default
+    assert sb.mixed == pytest.approx({"x": 0.3, "y": 0.65, "z": 0.05})
+    assert list(sb.mixed) == ["x", "y", "z"]  # the base's strings first, then the guide's new ones
+    assert (sb.chosen, sb.base_top, sb.guide_top) == ("y", "x", "y")
+    assert sb.provenance is Provenance.BLEND_GUIDE
+    agree = string_intervention(bd, gd, 0.6, 0.9, 0.5, choose=lambda mixed: "x")
+    assert agree.chosen == "x" and agree.provenance is Provenance.BLEND_AGREE
+    auto = string_intervention(bd, gd, 0.6, 0.9, None)
+    assert auto.alpha == pytest.approx(0.9 / 1.5 + 0.1 * 0.4)  # g / (b + g) + 0.1 · p_base(guide's top)
 
 
 def test_top100_generation_runs_and_reports_its_steps() -> None:

@@ -71,22 +71,9 @@ class Decoding:
     def cancelled(self) -> bool:
         return self._cancelled
 
-    def push(self, piece: bytes, index: int) -> str:
-        """Add a token's bytes to the answer; returns the text to show for this step, noting a
-        stop string, and flushing held-back text at the token limit."""
-        text = self.output.push(piece)
-        if self.output.stopped:
-            self.stop_reason = StopReason.STOP_STRING
-        elif index + 1 >= self.settings.max_tokens:
-            text += self.output.finish()
-        return text
-
-    def prefill(self, engine: Engine, role: str) -> list[int]:
-        """Put the prompt in ``engine``'s KV cache, evaluated in one go."""
-        return now(self.prefill_requests(engine, role))
-
     def prefill_requests(self, engine: Engine, role: str) -> Requests[list[int]]:
-        """:meth:`prefill` as an evaluation request (a driver may batch it with other answers')."""
+        """Put the prompt in ``engine``'s KV cache, evaluated in one go, as an evaluation request (a
+        runner may batch it with other answers')."""
         t0 = time.perf_counter()
         prompt = prompt_for(engine, self.conv, role=role)
         ids = engine.tokenize(prompt.text, add_bos=prompt.add_bos)
@@ -104,48 +91,17 @@ class Decoding:
         """Prompt the base and keep it on the canonical tokenisation of its prompt + the answer
         text (the text-level methods: nudging, top100; they read the guide through
         ``methods.guide_side``)."""
+        return now(self.base_text_sync_requests())
+
+    def base_text_sync_requests(self) -> Requests[TextSync]:
+        """:meth:`base_text_sync`, its prompt as an evaluation request."""
         base = self.pair.base
         assert base is not None
         bp = prompt_for(base, self.conv, role="base")
-        self.prefill(base, "base")
+        yield from self.prefill_requests(base, "base")
         base_sync = TextSync(base, bp.text, add_bos=bp.add_bos)
         self.syncs.append(base_sync)
         return base_sync
-
-    def end_token(self, engine: Engine, token: int) -> bool:
-        return token in engine.eog_ids()
-
-    def room_left(self, engine: Engine) -> bool:
-        return len(engine.tokens) < engine.n_ctx
-
-    def halted(self, engine: Engine) -> bool:
-        """A cancel, or a context with no room for another token, ends the generation here."""
-        if self._cancelled:
-            self.stop_reason = StopReason.CANCELLED
-        elif not self.room_left(engine):
-            self.stop_reason = StopReason.CONTEXT_FULL
-        return self.stop_reason is not None
-
-    def own_step(
-        self, engine: Engine, index: int, *, provenance: Provenance, t_model: float
-    ) -> Step:
-        """Sample ``engine``'s own next token (no blending), add it to the answer, describe it.
-
-        ``provenance`` BASE records the probabilities as the base's, GUIDE as the guide's.
-        """
-        t0 = time.perf_counter()
-        token, describe = self.own_choice(engine, index, provenance)
-        text = self.take(engine, token, index)
-        return describe(text, t_model, time.perf_counter() - t0)
-
-    def take(self, engine: Engine, token: int, index: int, *, by_guide: bool = False) -> str:
-        """Add ``engine``'s chosen ``token`` to the answer; returns the text to show for it. An
-        end-of-generation token ends the answer (``guide-eos`` where the guide chose it); a control
-        token adds no text."""
-        if self.end_token(engine, token):
-            self.stop_reason = StopReason.GUIDE_EOS if by_guide else StopReason.EOS
-            return self.output.finish()
-        return self.push(b"" if token in engine.control_ids() else engine.pieces()[token], index)
 
     def own_choice(
         self, engine: Engine, index: int, provenance: Provenance

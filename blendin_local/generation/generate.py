@@ -61,16 +61,10 @@ class Generation(Decoding):
                 keep = max(len(engine.tokens) - 1, 0) if self.settings.reuse_cache else 0
                 engine.rollback(keep)
         try:
-            for event in self._steps():
-                if isinstance(event, Eval):
-                    yield event
-                    continue
-                self.tally.add(event)
+            for event in self._steps():  # the driver (``driver.drive``) ends it: stop, cancel, limit
+                if not isinstance(event, Eval):
+                    self.tally.add(event)
                 yield event
-                if self._cancelled and self.stop_reason is None:
-                    self.stop_reason = StopReason.CANCELLED
-                if self.stop_reason is not None:
-                    return
             if self.stop_reason is None:
                 self.stop_reason = StopReason.MAX_TOKENS
         except (KeyboardInterrupt, GeneratorExit):

@@ -16,7 +16,8 @@ from ..generation.sync import TextSync
 from ..pair import ModelPair, prompt_for
 from ..projection import Projection
 from ..prompts import Conversation
-from ..settings import CAP_WARMUP, GenerationSettings
+from ..settings import GenerationSettings
+from .gate import gate_open
 from .spec import MethodSpec
 
 F32 = NDArray[np.float32]
@@ -68,10 +69,8 @@ class Decider:
             return False
         if self.gate == "always":
             return True
-        if not blend.should_intervene(p_base, self.settings.gamma):
-            return False
-        cap = self.settings.cap
-        return not (cap is not None and index >= CAP_WARMUP and self.interventions / index >= cap)
+        s = self.settings
+        return gate_open(float(p_base.max()), s.gamma, s.cap, self.interventions, index)
 
     def _guide_distribution(
         self, sync: TextSync, y: bytes

@@ -1,15 +1,14 @@
 """The base-driven loop over full distributions (spec §2): the base writes every token; where the
 method's gate opens, the guide's projected distribution is blended in (``base``, ``blendin``,
-``ensemble``, ``proxy``). The loop itself is :func:`driver.token_steps`; this module only chooses."""
+``ensemble``, ``proxy``). The loop is :func:`driver.drive`; this module only decides."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 
-from ..engines.base import Requests
 from ..generation.decoding import Decoding
-from ..generation.driver import Choice, Event, token_steps
+from ..generation.driver import Event, Pick, Picks, drive
 from ..generation.steps import Provenance, Step
 from .decide import Decider, build_step, provenance_of
 from .spec import MethodSpec
@@ -22,7 +21,7 @@ def base_driven_steps(gen: Decoding, spec: MethodSpec) -> Iterator[Event]:
     gen.syncs += [x for x in (decider.guide_sync, decider.anti_sync) if x is not None]
     pieces = base.pieces()
 
-    def choose(index: int) -> Requests[Choice]:
+    def picks_at(index: int) -> Picks:
         t1 = time.perf_counter()
         decision = yield from decider.decide_requests(base.logits(), gen.output.y, index)
         token = gen.sample(decision.probs, gen.rng)
@@ -36,6 +35,6 @@ def base_driven_steps(gen: Decoding, spec: MethodSpec) -> Iterator[Event]:
             )
 
         by_guide = provenance_of(decision, token) is Provenance.BLEND_GUIDE
-        return Choice(token, describe, by_guide)
+        yield Pick(describe, token=token, by_guide=by_guide)
 
-    return token_steps(gen, base, "base", choose)
+    return drive(gen, picks_at, engine=base, evaluate_as="base")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..generation.decoding import Decoding
-from ..generation.driver import Event, own_chooser, token_steps
+from ..generation.driver import Event, drive, own_picks
 from ..generation.steps import Provenance
 from .remote_steps import remote_guide_steps
 from .spec import MethodSpec, ignoring_spec
@@ -15,7 +15,7 @@ def solo_steps(gen: Decoding) -> Iterator[Event]:
     """The guide writes every token from its own distribution."""
     engine = gen.pair.guide
     assert engine is not None
-    return token_steps(gen, engine, "guide", own_chooser(gen, engine, Provenance.GUIDE))
+    return drive(gen, own_picks(gen, engine, Provenance.GUIDE), engine=engine, evaluate_as="guide")
 
 
 SPEC = MethodSpec(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import blend
 from ..engines import server_of
-from ..engines.base import Engine, decoded_strings
+from ..engines.base import Engine, Requests, decoded_strings, now
 from ..engines.remote.engine import RemoteModel
 from ..engines.remote.prompts import remote_prompt
 from ..generation.sync import TextSync, complete_utf8_prefix
@@ -31,6 +31,10 @@ class GuideView(Protocol):
         its top-1 probability ``g``."""
         ...
 
+    def strings_requests(self, y: bytes) -> Requests[tuple[dict[str, float], float]]:
+        """:meth:`strings`, a local guide's evaluations as requests (a driver may batch them)."""
+        ...
+
     def draft(self, y: bytes, limit: int) -> tuple[Draft, bool]:
         """Up to ``limit`` greedy tokens after its prompt + ``y``; and whether it ended its turn."""
         ...
@@ -45,7 +49,10 @@ class LocalGuide:
         self._strings = decoded_strings(engine.pieces(), engine.control_ids())
 
     def strings(self, y: bytes) -> tuple[dict[str, float], float]:
-        self.sync.update(y)
+        return now(self.strings_requests(y))
+
+    def strings_requests(self, y: bytes) -> Requests[tuple[dict[str, float], float]]:
+        yield from self.sync.requests(y)
         p = blend.softmax(self.engine.logits())
         return string_distribution(p, self._strings), float(p.max())
 
@@ -87,6 +94,10 @@ class RemoteGuide:
         if position is None:
             return {"": 1.0}, 1.0
         return position.probs(), position.top1_prob
+
+    def strings_requests(self, y: bytes) -> Requests[tuple[dict[str, float], float]]:
+        return self.strings(y)  # a request to a server: nothing for a driver to batch
+        yield
 
     def draft(self, y: bytes, limit: int) -> tuple[Draft, bool]:
         out: Draft = []

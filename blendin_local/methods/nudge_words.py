@@ -1,14 +1,14 @@
 """Nudging's word logic (spec §5), shared by the local loop (``nudging``) and the loop over a base
 on a server (``remote_nudging``): split the guide's draft into words, let the base veto words, and
-emit the accepted draft's tokens as steps."""
+pick the accepted draft's tokens."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
 
-from ..generation.decoding import Decoding
-from ..generation.steps import Provenance, Step, StopReason
+from ..generation.driver import Pick
+from ..generation.steps import Provenance, Step
 
 _WORD = re.compile(rb"\s*\S+")
 
@@ -38,38 +38,26 @@ def accept_words(words: list[bytes], base_top: Callable[[bytes], tuple[float, by
     return accepted
 
 
-class NudgeSteps:
-    """The steps of one nudge: the draft's tokens covering the accepted words, the first marked as
-    the intervention (shared by the local and the remote-base loops)."""
+def nudge_picks(draft: list[tuple[int, bytes]], accepted: list[bytes], index: int, b: float, *,
+                t_base: float, t_guide: float) -> Iterator[Pick]:
+    """The picks of one nudge: the draft's tokens covering the accepted words, the first marked as
+    the intervention (shared by the local and the remote-base loops; the driver ends the answer
+    inside the nudge at a stop string or the token limit)."""
+    first = True
+    for token, piece in _tokens_covering(draft, len(b"".join(accepted))):
+        yield Pick(_guide_step(index, token, piece, b if first else None,
+                               t_base if first else 0.0, t_guide if first else 0.0), piece=piece)
+        first = False
+        index += 1
 
-    def __init__(self, gen: Decoding, b: float, *, t_base: float, t_guide: float) -> None:
-        self.gen, self.b, self.t_base, self.t_guide = gen, b, t_base, t_guide
-        self.cut = False  # the answer ended (stop string, token limit) inside the nudge
 
-    def steps(self, draft: list[tuple[int, bytes]], accepted: list[bytes], index: int) -> Iterator[Step]:
-        gen = self.gen
-        first = True
-        for token, piece in _tokens_covering(draft, len(b"".join(accepted))):
-            text = gen.push(piece, index)
-            yield Step(index=index, token=token, piece=piece, text=text,
-                       provenance=Provenance.GUIDE, intervened=first, b=self.b if first else None,
-                       t_base=self.t_base if first else 0.0, t_guide=self.t_guide if first else 0.0)
-            first = False
-            index += 1
-            if gen.stop_reason is not None or index >= gen.settings.max_tokens:
-                self.cut = True
-                return
+def _guide_step(index: int, token: int, piece: bytes, b: float | None, t_base: float,
+                t_guide: float) -> Callable[[str, float], Step]:
+    def describe(text: str, _: float) -> Step:
+        return Step(index=index, token=token, piece=piece, text=text, provenance=Provenance.GUIDE,
+                    intervened=b is not None, b=b, t_base=t_base, t_guide=t_guide)
 
-    def finished(self, guide_ended: bool) -> bool:
-        """Does the answer end with this nudge? The guide's own end of turn ends it when every
-        word of its draft was accepted."""
-        if self.cut:
-            return True
-        if guide_ended:
-            self.gen.stop_reason = StopReason.GUIDE_EOS
-            self.gen.output.finish()
-            return True
-        return False
+    return describe
 
 
 def _tokens_covering(draft: list[tuple[int, bytes]], n_bytes: int) -> Iterator[tuple[int, bytes]]:

@@ -12,15 +12,17 @@ from collections.abc import Iterator
 
 from .. import blend
 from ..generation.decoding import Decoding
-from ..generation.steps import Provenance, Step
+from ..generation.driver import End, Event, Picks, drive, own_pick
+from ..generation.steps import Provenance, StopReason
 from ..settings import NUDGE_TOKENS
+from .gate import gate_open
 from .guide_side import guide_view
-from .nudge_words import NudgeSteps, accept_words, split_words
+from .nudge_words import accept_words, nudge_picks, split_words
 from .remote_nudging import remote_nudging_steps
 from .spec import MethodSpec, ignoring_spec
 
 
-def nudging_steps(gen: Decoding) -> Iterator[Step]:
+def nudging_steps(gen: Decoding) -> Iterator[Event]:
     base = gen.pair.base
     assert base is not None
     s = gen.settings
@@ -34,35 +36,30 @@ def nudging_steps(gen: Decoding) -> Iterator[Step]:
         top = int(p_next.argmax())
         return float(p_next[top]), base_pieces[top]
 
-    index = 0
-    while index < s.max_tokens:
-        if gen.halted(base):
-            return
+    def picks_at(index: int) -> Picks:
         t0 = time.perf_counter()
         base_sync.update(gen.output.y)
         t1 = time.perf_counter()
         b = float(blend.softmax(base.logits()).max())
-        if b >= s.gamma:
-            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=t1 - t0)
-            index += 1
-            if gen.stop_reason is not None:
-                return
-            continue
+        if not gate_open(b, s.gamma, None, 0, index):
+            yield own_pick(gen, base, index, Provenance.BASE, t_model=t1 - t0)
+            return
         # The guide nudges: draft, then accept words while the base stays unsure of them.
         t2 = time.perf_counter()
         draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
         words = split_words(b"".join(piece for _, piece in draft))
         accepted = accept_words(words, base_top, s.gamma)
-        nudge = NudgeSteps(gen, b, t_base=t1 - t0, t_guide=time.perf_counter() - t2)
-        for step in nudge.steps(draft, accepted, index):
-            yield step
+        for pick in nudge_picks(draft, accepted, index, b, t_base=t1 - t0,
+                                t_guide=time.perf_counter() - t2):
+            yield pick
             index += 1
-        if nudge.finished(guide_ended and len(accepted) == len(words)):
-            return
-        if not accepted:  # the guide wrote nothing usable: let the base go on
+        if guide_ended and len(accepted) == len(words):
+            yield End(StopReason.GUIDE_EOS)
+        elif not accepted:  # the guide wrote nothing usable: let the base go on
             base_sync.update(gen.output.y)
-            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=0.0)
-            index += 1
+            yield own_pick(gen, base, index, Provenance.BASE, t_model=0.0)
+
+    yield from drive(gen, picks_at, engine=base)
 
 
 SPEC = MethodSpec(

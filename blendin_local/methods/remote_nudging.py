@@ -4,19 +4,22 @@ when it becomes the base's next run."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Generator, Iterator
 
 from ..engines.remote.engine import Position
 from ..generation.decoding import Decoding
-from ..generation.steps import Step
+from ..generation.driver import End, Event, Picks, drive
+from ..generation.steps import StopReason
 from ..settings import NUDGE_TOKENS
+from .gate import gate_open
 from .guide_side import guide_view
-from .nudge_words import NudgeSteps, accept_words, split_words
-from .remote_steps import BaseRuns, Run, base_step
+from .nudge_words import accept_words, nudge_picks, split_words
+from .remote_steps import BaseRuns, Run, base_pick
 
 
-def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
+def remote_nudging_steps(gen: Decoding) -> Iterator[Event]:
     """Nudging (spec §5) with the base on a server and the guide local or remote.
 
     The base's confident runs arrive in chunks; at its first unsure position the guide drafts up to
@@ -27,39 +30,54 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Step]:
     s = gen.settings
     guide = guide_view(gen)
     runs = BaseRuns(gen, 1)
-    index = 0
     pending: Run | None = None  # a check's stream, read on
-    while index < s.max_tokens:
+
+    def is_unsure(position: Position, index: int) -> bool:
+        return gate_open(position.top1_prob, s.gamma, None, 0, index)
+
+    def picks_at(index: int) -> Picks:
+        nonlocal pending
         chunk, pending = pending or runs.stream(b"", index), None
-        end = yield from runs.read(chunk, index, lambda position, _: position.top1_prob < s.gamma)
-        index = end.index
+        end = yield from runs.read(chunk, index, is_unsure)
         if end.over:
+            yield End(StopReason.EOS)
             return
-        unsure, t_base = end.unsure, end.t_base
+        index, unsure, t_base = end.index, end.unsure, end.t_base
         if unsure is None:
-            continue
+            return
         runs.sizer.intervened()
         t2 = time.perf_counter()
         draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
         words = split_words(b"".join(piece for _, piece in draft))
         checks = _Checks(runs, index)
         accepted = accept_words(words, checks.base_top, s.gamma)
-        if len(accepted) < len(words):  # a word was refused: the base goes on from that check
-            pending = checks.keep_last()
+        # a word was refused: the base goes on from that check
+        kept = checks.keep_last() if len(accepted) < len(words) else None
         checks.close()
-        nudge = NudgeSteps(gen, unsure.top1_prob, t_base=t_base, t_guide=time.perf_counter() - t2)
-        for step in nudge.steps(draft, accepted, index):
-            yield step
-            index += 1
-        if nudge.finished(guide_ended and len(accepted) == len(words)):
-            if pending is not None:
-                pending.positions.close()
-            return
-        if not accepted:  # the guide wrote nothing usable: the base takes its own token here
-            yield base_step(gen, unsure, index, t_base)
-            index += 1
-            if gen.stop_reason is not None:
-                return
+        with _closed_unless_kept(kept):
+            for pick in nudge_picks(draft, accepted, index, unsure.top1_prob, t_base=t_base,
+                                    t_guide=time.perf_counter() - t2):
+                yield pick
+                index += 1
+        pending = kept
+        if guide_ended and len(accepted) == len(words):
+            yield End(StopReason.GUIDE_EOS)
+        elif not accepted:  # the guide wrote nothing usable: the base takes its own token here
+            yield base_pick(unsure, index, t_base)
+
+    yield from drive(gen, picks_at)
+
+
+@contextlib.contextmanager
+def _closed_unless_kept(run: Run | None) -> Iterator[None]:
+    """Close ``run``'s stream where the answer ends before it is read on (the driver closed the
+    picks inside the nudge)."""
+    try:
+        yield
+    except GeneratorExit:
+        if run is not None:
+            run.positions.close()
+        raise
 
 
 class _Checks:

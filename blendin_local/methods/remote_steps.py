@@ -26,12 +26,13 @@ import numpy as np
 
 from ..engines.remote.engine import Position, RemoteModel
 from ..generation.decoding import Decoding
+from ..generation.driver import End, Event, Pick, Picks, drive
 from ..generation.steps import Provenance, Step, StopReason
 from ..pair import prompt_for
-from ..settings import CAP_WARMUP
+from .gate import gate_open
 from .guide_side import GuideView, guide_view
-from .strings import TOP, blend_string_distributions, string_overlaps
-from .top100 import choose_string
+from .strings import TOP, string_intervention, string_overlaps
+from .top100 import sampled, string_pick
 
 
 def _text(y: bytes) -> str:
@@ -144,12 +145,11 @@ class BaseRuns:
                                     logprobs=self.logprobs), asked)
 
     def read(self, run: Run, index: int,
-             is_unsure: Callable[[Position, int], bool]) -> Generator[Step, None, RunEnd]:
-        """Accept ``run``'s positions from step ``index`` on as base steps, up to the first one
+             is_unsure: Callable[[Position, int], bool]) -> Generator[Pick, None, RunEnd]:
+        """Pick ``run``'s positions from step ``index`` on as the base's, up to the first one
         ``is_unsure``. Nothing more of that request is used as it stands; a server on this machine
         with at most ``DRAIN`` tokens left in the chunk is read to the chunk's end (``RunEnd.rest``),
-        otherwise the stream is closed there."""
-        gen = self.gen
+        otherwise the stream is closed there (and where the driver ends the answer in the run)."""
         got = 0
         unsure: Position | None = None
         rest: Run | None = None
@@ -162,13 +162,10 @@ class BaseRuns:
                     unsure = position
                     rest = self._drain(positions, run.asked - got)
                     break
-                yield base_step(gen, position, index, time.perf_counter() - t0)
+                yield base_pick(position, index, time.perf_counter() - t0)
                 index += 1
-                if gen.stop_reason is not None or index >= gen.settings.max_tokens:
-                    return RunEnd(index, None, 0.0, over=True)
                 t0 = time.perf_counter()
         if unsure is None and self._ended(run, got):  # the server ended the text
-            base_ended(gen)
             return RunEnd(index, None, 0.0, over=True)
         if unsure is None:
             self.sizer.ran_out()
@@ -214,7 +211,7 @@ class BaseRuns:
 @dataclass(frozen=True)
 class RunEnd:
     """Where a confident run stopped: the next step's index, the base's unsure position there (None:
-    the chunk was used up), the base's time for it, and whether the answer is over."""
+    the chunk was used up), the base's time for it, and whether the server ended the text."""
 
     index: int
     unsure: Position | None
@@ -235,20 +232,19 @@ def _replay(positions: list[Position]) -> Generator[Position, None, None]:
     yield from positions
 
 
-def base_step(gen: Decoding, position: Position, index: int, t_base: float) -> Step:
+def base_pick(position: Position, index: int, t_base: float) -> Pick:
+    """A position the base is sure of, taken as it is."""
     piece = position.text.encode()
-    text = gen.push(piece, index)
-    return Step(index=index, token=-1, piece=piece, text=text, provenance=Provenance.BASE,
-                intervened=False, b=position.top1_prob, p_base_token=float(np.exp(position.logprob)),
-                t_base=t_base)
+
+    def describe(text: str, _: float) -> Step:
+        return Step(index=index, token=-1, piece=piece, text=text, provenance=Provenance.BASE,
+                    intervened=False, b=position.top1_prob,
+                    p_base_token=float(np.exp(position.logprob)), t_base=t_base)
+
+    return Pick(describe, piece=piece)
 
 
-def base_ended(gen: Decoding) -> None:
-    gen.stop_reason = StopReason.EOS
-    gen.output.finish()
-
-
-def remote_base_steps(gen: Decoding) -> Iterator[Step]:
+def remote_base_steps(gen: Decoding) -> Iterator[Event]:
     """``base``, and ``blendin``/``ensemble`` over top-100 strings, with the base on a server."""
     s = gen.settings
     guide = guide_view(gen) if s.method != "base" else None
@@ -256,58 +252,58 @@ def remote_base_steps(gen: Decoding) -> Iterator[Step]:
     interventions = 0
 
     def is_unsure(position: Position, index: int) -> bool:
-        capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
-        return guide is not None and position.top1_prob < s.gamma and not capped
+        return guide is not None and gate_open(position.top1_prob, s.gamma, s.cap, interventions, index)
 
-    index = 0
     pending: Run | None = None  # the rest of a chunk, read on where the guide kept the base's token
-    while index < s.max_tokens:
+
+    def picks_at(index: int) -> Picks:
+        nonlocal interventions, pending
         run, pending = pending or runs.stream(b"", index), None
         end = yield from runs.read(run, index, is_unsure)
-        index = end.index
         if end.over:
+            yield End(StopReason.EOS)
             return
         if end.unsure is None:
-            continue
+            return
         assert guide is not None
         interventions += 1
         runs.sizer.intervened()
-        step = _blend_step(gen, end.unsure, guide, index, end.t_base)
-        yield step
-        index += 1
-        if gen.stop_reason is not None:
-            return
-        pending = end.read_on(step.piece)
+        pick = _blend_pick(gen, end.unsure, guide, end.index, end.t_base)
+        yield pick
+        pending = end.read_on(pick.piece)
+
+    yield from drive(gen, picks_at)
 
 
-def _blend_step(gen: Decoding, position: Position, guide: GuideView, index: int,
-                t_base: float) -> Step:
-    s = gen.settings
+def _blend_pick(gen: Decoding, position: Position, guide: GuideView, index: int,
+                t_base: float) -> Pick:
     t1 = time.perf_counter()
     gd, g = guide.strings(gen.output.y)
     t2 = time.perf_counter()
     bd = position.probs()
     b = max(bd.values())
-    mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
-    piece, text, provenance = choose_string(gen, mixed, b_top, index)
-    choice = piece.decode()
+    sb = string_intervention(bd, gd, b, g, gen.settings.alpha, sampled(gen))
     o10, o100 = string_overlaps(bd, gd)
-    return Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
-                intervened=True, b=b, g=g, alpha=alpha, p_base_token=bd.get(choice),
-                p_guide_token=gd.get(choice), overlap10=o10, overlap100=o100,
-                t_base=t_base, t_guide=t2 - t1,
-                t_blend=time.perf_counter() - t2)
+
+    def describe(text: str, _: float) -> Step:
+        return Step(index=index, token=-1, piece=sb.chosen.encode(), text=text,
+                    provenance=sb.provenance, intervened=True, b=b, g=g, alpha=sb.alpha,
+                    p_base_token=bd.get(sb.chosen), p_guide_token=gd.get(sb.chosen),
+                    overlap10=o10, overlap100=o100, t_base=t_base, t_guide=t2 - t1,
+                    t_blend=time.perf_counter() - t2)
+
+    return string_pick(sb, describe)
 
 
-def remote_guide_steps(gen: Decoding) -> Iterator[Step]:
+def remote_guide_steps(gen: Decoding) -> Iterator[Event]:
     """The ``guide`` method with the guide on a server: its greedy text in chunks of
     ``--remote-chunk`` tokens, one request each, without logprobs (cheap on every server)."""
     guide = gen.pair.guide
     assert isinstance(guide, RemoteModel)
     s = gen.settings
     prompt = _text(prompt_for(guide, gen.conv, role="guide").text)
-    index = 0
-    while index < s.max_tokens:
+
+    def picks_at(index: int) -> Picks:
         asked = min(guide.chunk_tokens, s.max_tokens - index)
         got, finish = 0, None
         t0 = time.perf_counter()
@@ -317,14 +313,18 @@ def remote_guide_steps(gen: Decoding) -> Iterator[Step]:
                 if not text:
                     continue
                 got += 1
-                piece = text.encode()
-                yield Step(index=index, token=-1, piece=piece, text=gen.push(piece, index),
-                           provenance=Provenance.GUIDE, intervened=False, b=None,
-                           t_guide=time.perf_counter() - t0)
+                yield Pick(_guide_step(index, text.encode(), t0), piece=text.encode())
                 index += 1
-                if gen.stop_reason is not None or index >= s.max_tokens:
-                    return
                 t0 = time.perf_counter()
         if finish == "stop" or (finish is None and got < asked) or got == 0:
-            base_ended(gen)
-            return
+            yield End(StopReason.EOS)
+
+    yield from drive(gen, picks_at)
+
+
+def _guide_step(index: int, piece: bytes, t0: float) -> Callable[[str, float], Step]:
+    def describe(text: str, _: float) -> Step:
+        return Step(index=index, token=-1, piece=piece, text=text, provenance=Provenance.GUIDE,
+                    intervened=False, b=None, t_guide=time.perf_counter() - t0)
+
+    return describe

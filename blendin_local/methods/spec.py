@@ -17,9 +17,10 @@ from ..settings import GenerationSettings
 
 Role = Literal["base", "guide", "anti"]
 Gate = Literal["never", "gamma", "always"]
-# A step source gets the run's state and its method's spec, and yields the steps of the answer; a
-# source that is driven (``MethodSpec.driven``) yields evaluation requests too instead of calling
-# ``engine.eval`` itself, so a driver can batch them across answers (``driver``, ``many``).
+# A step source gets the run's state and its method's spec, and yields the steps of the answer: it is
+# ``driver.drive`` over the method's decisions, which ends the answer (stop, cancel, limit). A source
+# that is driven (``MethodSpec.driven``) yields evaluation requests too instead of calling
+# ``engine.eval`` itself, so a runner can batch them across answers (``many``).
 StepSource = Callable[[Decoding, "MethodSpec"], Iterator[Step | Eval]]
 Need = Literal["dense", "top_logprobs"]
 

@@ -4,9 +4,13 @@ probability; the union blended with weight α, missing strings at 0."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from .. import blend
+from ..generation.steps import Provenance
 
 TOP = 100
 
@@ -51,6 +55,33 @@ def blend_string_distributions(
     if alpha is None:
         alpha = blend.auto_alpha(b, g, bd.get(g_top, 0.0))
     return blend_strings(bd, gd, alpha), alpha, b_top, g_top
+
+
+@dataclass(frozen=True)
+class StringBlend:
+    """An intervention over top-k strings: the blend, the α used, each model's top string, and the
+    string chosen from the blend."""
+
+    mixed: dict[str, float]
+    alpha: float
+    base_top: str
+    guide_top: str
+    chosen: str
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance.BLEND_AGREE if self.chosen == self.base_top else Provenance.BLEND_GUIDE
+
+
+def string_intervention(
+    bd: dict[str, float], gd: dict[str, float], b: float, g: float, alpha: float | None,
+    choose: Callable[[dict[str, float]], str] = top_string,
+) -> StringBlend:
+    """The one string intervention (top100, a remote base, replay, paper mode): blend the base's and
+    the guide's ``{string: prob}`` (:func:`blend_string_distributions`) and ``choose`` a string of
+    the blend (greedy by default: the first string with the largest probability)."""
+    mixed, alpha, b_top, g_top = blend_string_distributions(bd, gd, b, g, alpha)
+    return StringBlend(mixed, alpha, b_top, g_top, choose(mixed))
 
 
 def top100_choice(

@@ -2,69 +2,76 @@
 
 Each model's top-100 tokens are decoded (UTF-8, errors ignored, as the reference's servers do); a
 string seen twice keeps the probability of its later, lower-ranked token. Both models then read the
-canonical tokenisation of their prefix + the text, re-tokenised incrementally.
+canonical tokenisation of their prefix + the text, re-tokenised incrementally. The loop is
+:func:`driver.drive`; this module only decides, and its local models' evaluations are requests, so
+many answers share batched decodes (``MethodSpec.driven``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from .. import blend
 from ..engines.base import decoded_strings
 from ..generation.decoding import Decoding
-from ..generation.steps import Provenance, Step, StopReason
-from ..settings import CAP_WARMUP
+from ..generation.driver import Event, Pick, Picks, drive, own_pick
+from ..generation.steps import Provenance, Step
+from .gate import gate_open
 from .guide_side import guide_view
-from .strings import blend_string_distributions, string_distribution
+from .strings import StringBlend, string_distribution, string_intervention
 
 
-def choose_string(gen: Decoding, mixed: dict[str, float], b_top: str, index: int
-                  ) -> tuple[bytes, str, Provenance]:
-    """Sample a string of the blend and add it to the answer: (its bytes, the text to show now,
-    provenance). An empty string (a control token or partial byte) ends the answer."""
-    keys = list(mixed)
-    choice = keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
-    piece = choice.encode()
-    if not piece:
-        gen.stop_reason = StopReason.EOS if b_top == "" else StopReason.GUIDE_EOS
-        text = gen.output.finish()
-    else:
-        text = gen.push(piece, index)
-    return piece, text, Provenance.BLEND_AGREE if choice == b_top else Provenance.BLEND_GUIDE
+def sampled(gen: Decoding) -> Callable[[dict[str, float]], str]:
+    """Choose a string of a blend with the run's sampler and random generator."""
+
+    def choose(mixed: dict[str, float]) -> str:
+        keys = list(mixed)
+        return keys[gen.sample(np.fromiter(mixed.values(), dtype=np.float64), gen.rng)]
+
+    return choose
 
 
-def top100_steps(gen: Decoding) -> Iterator[Step]:
+def string_pick(sb: StringBlend, describe: Callable[[str, float], Step]) -> Pick:
+    """The pick of an intervention's chosen string. An empty string (a control token or a partial
+    byte) ends the answer: ``guide-eos`` unless the base's own top string was empty too."""
+    return Pick(describe, piece=sb.chosen.encode(), by_guide=sb.base_top != "", ends=not sb.chosen)
+
+
+def top100_steps(gen: Decoding) -> Iterator[Event]:
     base = gen.pair.base
     assert base is not None
     s = gen.settings
-    base_sync = gen.base_text_sync()
+    base_sync = yield from gen.base_text_sync_requests()
     guide = guide_view(gen)
-    base_pieces = base.pieces()
-    base_strings = decoded_strings(base_pieces, base.control_ids())
+    base_strings = decoded_strings(base.pieces(), base.control_ids())
     interventions = 0
-    for index in range(s.max_tokens):
-        if gen.halted(base):
-            return
+
+    def picks_at(index: int) -> Picks:
+        nonlocal interventions
         t0 = time.perf_counter()
-        base_sync.update(gen.output.y)
+        yield from base_sync.requests(gen.output.y)
         t1 = time.perf_counter()
         p_base = blend.softmax(base.logits())
         b = float(p_base.max())
-        capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
-        if b >= s.gamma or capped:
-            yield gen.own_step(base, index, provenance=Provenance.BASE, t_model=t1 - t0)
-            continue
+        if not gate_open(b, s.gamma, s.cap, interventions, index):
+            yield own_pick(gen, base, index, Provenance.BASE, t_model=t1 - t0)
+            return
         interventions += 1
         t2 = time.perf_counter()
-        gd, g = guide.strings(gen.output.y)
+        gd, g = yield from guide.strings_requests(gen.output.y)
         t3 = time.perf_counter()
-        bd = string_distribution(p_base, base_strings)
-        mixed, alpha, b_top, _ = blend_string_distributions(bd, gd, b, g, s.alpha)
-        piece, text, provenance = choose_string(gen, mixed, b_top, index)
-        yield Step(index=index, token=-1, piece=piece, text=text, provenance=provenance,
-                   intervened=True, b=b, g=g, alpha=alpha,
-                   p_base_token=None, t_base=t1 - t0, t_guide=t3 - t2,
-                   t_blend=(t2 - t1) + (time.perf_counter() - t3))
+        sb = string_intervention(string_distribution(p_base, base_strings), gd, b, g, s.alpha,
+                                 sampled(gen))
+
+        def describe(text: str, _: float) -> Step:
+            return Step(index=index, token=-1, piece=sb.chosen.encode(), text=text,
+                        provenance=sb.provenance, intervened=True, b=b, g=g, alpha=sb.alpha,
+                        p_base_token=None, t_base=t1 - t0, t_guide=t3 - t2,
+                        t_blend=(t2 - t1) + (time.perf_counter() - t3))
+
+        yield string_pick(sb, describe)
+
+    yield from drive(gen, picks_at, engine=base)

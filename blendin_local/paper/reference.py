@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import blend
+from ..methods.strings import blend_strings, string_intervention, top_string
+
 # The reference's defaults (completion_with_nudging's keyword defaults).
 PAPER_SYSTEM = "Answer the question by walking through the reasoning step by step."
 PAPER_QUESTION_PREFIX = "Question: "
@@ -25,7 +28,6 @@ PAPER_ANSWER_PREFIX = "Answer: "  # with the trailing space
 PAPER_LOGPROBS = 100
 PAPER_BASE_TOP_P = 0.9  # sent to the base only (run_api.py --base_top_p default)
 BLEND_EPSILON = 1e-10  # the blend returns log(p + 1e-10)
-AGREEMENT_BONUS = 0.1
 KNOWLEDGE_CUT = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
 
 
@@ -103,28 +105,21 @@ def probabilities(top: dict[str, float]) -> dict[str, float]:
     return {s: float(np.exp(lp)) for s, lp in top.items()}
 
 
-def top_string(probs: dict[str, float]) -> str:
-    """The first string with the largest probability, in listed order (Python's ``max``)."""
-    return max(probs, key=probs.__getitem__)
-
-
 def paper_alpha(base: dict[str, float], guide: dict[str, float]) -> float:
     """Auto α from two probability dicts: g / (b + g) plus 0.1 × the base's probability of the
-    guide's top string — no clip before that bonus — then clipped to [0, 1]."""
-    b, g = max(base.values()), max(guide.values())
-    agreement = base.get(top_string(guide), 0.0)
-    return float(np.clip(g / (b + g) + AGREEMENT_BONUS * agreement, 0.0, 1.0))
+    guide's top string — no clip before that bonus — then clipped to [0, 1] (``blend.auto_alpha``)."""
+    return blend.auto_alpha(max(base.values()), max(guide.values()), base.get(top_string(guide), 0.0))
+
+
+def paper_logs(mixed: dict[str, float]) -> dict[str, float]:
+    """``log(p + 1e-10)`` of a blend, as the reference's blend returns it."""
+    return {s: float(np.log(v + BLEND_EPSILON)) for s, v in mixed.items()}
 
 
 def paper_blend(base: dict[str, float], guide: dict[str, float], alpha: float) -> dict[str, float]:
     """``log(p + 1e-10)`` of ``alpha·guide + (1-alpha)·base`` over the union of strings (missing
     = 0), renormalised; strings ordered base first, then the guide's new ones."""
-    union = list(base) + [s for s in guide if s not in base]
-    mixed = {s: alpha * guide.get(s, 0.0) + (1 - alpha) * base.get(s, 0.0) for s in union}
-    total = sum(mixed.values())
-    if total > 0:
-        mixed = {s: v / total for s, v in mixed.items()}
-    return {s: float(np.log(v + BLEND_EPSILON)) for s, v in mixed.items()}
+    return paper_logs(blend_strings(base, guide, alpha))
 
 
 def greedy(logprobs: dict[str, float]) -> tuple[str, bool]:
@@ -132,6 +127,12 @@ def greedy(logprobs: dict[str, float]) -> tuple[str, bool]:
     best = top_string(logprobs)
     top = logprobs[best]
     return best, sum(1 for v in logprobs.values() if v == top) > 1
+
+
+def paper_choice(mixed: dict[str, float]) -> str:
+    """The reference's greedy choice from a blend: the first maximum of its ``log(p + 1e-10)``
+    (two probabilities that differ only below that precision tie there, as in the reference)."""
+    return greedy(paper_logs(mixed))[0]
 
 
 def decide(base: PaperReply, ask_guide: Callable[[], PaperReply], gamma: float,
@@ -153,7 +154,7 @@ def decide(base: PaperReply, ask_guide: Callable[[], PaperReply], gamma: float,
         # The guide ended the text at once (its end-of-turn first): the reference fails here (no
         # tokens[0]); we end the answer, appending nothing.
         return PaperDecision(chosen="", intervened=True, b=b, base_top=base_top, stop=True)
-    a = paper_alpha(bp, gp) if alpha is None else alpha
-    chosen, tie = greedy(paper_blend(bp, gp, a))
-    return PaperDecision(chosen=chosen, intervened=True, b=b, g=max(gp.values()), alpha=a,
-                         base_top=base_top, guide_top=top_string(gp), tie=tie, stop=stop)
+    sb = string_intervention(bp, gp, b, max(gp.values()), alpha, paper_choice)
+    tie = greedy(paper_logs(sb.mixed))[1]
+    return PaperDecision(chosen=sb.chosen, intervened=True, b=b, g=max(gp.values()), alpha=sb.alpha,
+                         base_top=sb.base_top, guide_top=sb.guide_top, tie=tie, stop=stop)

@@ -19,7 +19,8 @@ from ..engines import server_of, servers
 from ..engines.remote.engine import HEAD_CHARS, RemoteError, RemoteModel
 from ..engines.remote.shapes import parse_positions
 from ..errors import UsageError
-from ..generation.steps import Provenance, Step, StopReason
+from ..generation.driver import Event, Pick, Picks, drive
+from ..generation.steps import Provenance, Step
 from .reference import (
     PAPER_ANSWER_PREFIX,
     PAPER_BASE_TOP_P,
@@ -121,27 +122,29 @@ def paper_step(setup: PaperSetup, y: str) -> tuple[PaperDecision, float, float]:
     return decide(base_reply, ask_guide, setup.gamma, setup.alpha), t_base, t_guide
 
 
-def paper_steps(gen: Decoding) -> Iterator[Step]:
+def paper_steps(gen: Decoding) -> Iterator[Event]:
     """Free-running generation: append each step's chosen string and ask again."""
-    s = gen.settings
-    setup = paper_setup(gen.pair, gen.conv, s)
+    setup = paper_setup(gen.pair, gen.conv, gen.settings)
     y = ""  # the answer exactly as the reference re-sends it (the servers' strings, joined)
-    for index in range(s.max_tokens):
+
+    def picks_at(index: int) -> Picks:
+        nonlocal y
         t0 = time.perf_counter()
         d, t_base, t_guide = paper_step(setup, y)
         y += d.chosen
-        piece = d.chosen.encode()
-        text = gen.push(piece, index)
-        if d.stop and gen.stop_reason is None:
-            gen.stop_reason = StopReason.GUIDE_EOS if d.intervened and not d.chosen else StopReason.EOS
-            text += gen.output.finish()
         provenance = Provenance.BASE
         if d.intervened:
             provenance = Provenance.BLEND_AGREE if d.chosen == d.base_top else Provenance.BLEND_GUIDE
-        yield Step(
-            index=index, token=-1, piece=piece, text=text, provenance=provenance,
-            intervened=d.intervened, b=d.b, g=d.g, alpha=d.alpha,
-            t_base=t_base, t_guide=t_guide, t_blend=time.perf_counter() - t0 - t_base - t_guide,
-        )
-        if gen.stop_reason is not None:
-            return
+
+        def describe(text: str, _: float) -> Step:
+            return Step(
+                index=index, token=-1, piece=d.chosen.encode(), text=text, provenance=provenance,
+                intervened=d.intervened, b=d.b, g=d.g, alpha=d.alpha, t_base=t_base,
+                t_guide=t_guide, t_blend=time.perf_counter() - t0 - t_base - t_guide,
+            )
+
+        # the base server's finish ends the answer after this string (guide-eos: the guide's "")
+        yield Pick(describe, piece=d.chosen.encode(), ends=d.stop,
+                   by_guide=d.intervened and not d.chosen)
+
+    yield from drive(gen, picks_at)

@@ -31,10 +31,16 @@ from ..engines.remote.engine import RemoteModel
 from ..engines.remote.scoring import PromptScorer
 from ..errors import BlendinError, ContextOverflowError, UsageError
 from ..generation.sync import TextSync
-from ..methods.strings import TOP, blend_string_distributions, string_distribution, top_string
+from ..methods.gate import gate_open
+from ..methods.strings import (
+    TOP,
+    string_distribution,
+    string_intervention,
+    top_string,
+)
 from ..pair import ModelPair, prompt_for
 from ..prompts import Conversation
-from ..settings import CAP_WARMUP, GenerationSettings
+from ..settings import GenerationSettings
 from .rows import ReplayRow
 
 # The methods that run on top-k strings (those with a step source over a remote base).
@@ -99,18 +105,15 @@ def replay_text(
     guide = guide_strings(pair, conv) if s.method != "base" else None
     interventions = 0
     for index, v in enumerate(views):
-        capped = s.cap is not None and index >= CAP_WARMUP and interventions / index >= s.cap
-        if guide is None or v.b >= s.gamma or capped:
+        if guide is None or not gate_open(v.b, s.gamma, s.cap, interventions, index):
             yield _row(index, v, v.top, intervened=False, g=None, alpha=None,
                        provenance="base", p_token=v.strings.get(v.piece, 0.0))
             continue
         interventions += 1
         gd, g = guide(continuation[: v.start])
-        mixed, alpha, b_top, _ = blend_string_distributions(v.strings, gd, v.b, g, s.alpha)
-        chosen = top_string(mixed)
-        yield _row(index, v, chosen, intervened=True, g=g, alpha=alpha,
-                   provenance="blend-agree" if chosen == b_top else "blend-guide",
-                   p_token=mixed.get(v.piece, 0.0))
+        sb = string_intervention(v.strings, gd, v.b, g, s.alpha)
+        yield _row(index, v, sb.chosen, intervened=True, g=g, alpha=sb.alpha,
+                   provenance=sb.provenance.value, p_token=sb.mixed.get(v.piece, 0.0))
 
 
 def _row(index: int, v: BaseView, chosen: str, *, intervened: bool, g: float | None,

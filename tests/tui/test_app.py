@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from driving import ask, idle, plain, send, wait_until
 from textual.geometry import Region
 from textual.widgets import Label, Markdown, Select, Sparkline, Static
-from tui_fakes import REPLY_BASE, REPLY_BLEND, ask, fake_pair, idle, plain, send, wait_until
 
 from blendin_local.errors import ModelFileError, UsageError
 from blendin_local.generation.generate import generate
@@ -22,6 +22,9 @@ from tui.widgets.messages import AssistantMessage
 from tui.widgets.prompt import PromptInput
 from tui.widgets.side import StepDetail
 from tui.widgets.tokens import Legend, TokenView
+
+from fakes.chat import REPLY_BASE, REPLY_BLEND
+from fakes.chat import chat_pair as fake_pair
 
 SIZE = (120, 36)
 QUESTION = "What is the capital of France?"

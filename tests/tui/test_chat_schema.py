@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tui_fakes import ask, fake_pair
+from driving import ask
 
 from tui.app import ChatApp
 from tui.chat import Chat, Turn
 from tui.chat_schema import check_chat
 from tui.store import ChatFileError, ChatStore
+
+from fakes.chat import chat_pair as fake_pair
 
 SIZE = (120, 36)
 

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tui_fakes import REPLY_BLEND, fake_pair
 
 from blendin_local.generation.generate import generate
 from blendin_local.settings import GenerationSettings
@@ -22,6 +21,9 @@ from tui.chat import (
 )
 from tui.chat_schema import CHAT_ID
 from tui.store import ChatFileError, ChatStore, default_chats_dir
+
+from fakes.chat import REPLY_BLEND
+from fakes.chat import chat_pair as fake_pair
 
 
 def answered_chat() -> Chat:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tui_fakes import ask, idle, wait_until
+from driving import ask, idle, wait_until
 
 from blendin_local.models import load_catalog, load_pair
 from tui.app import ChatApp

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from driving import ask
 from textual.widgets import Label
-from tui_fakes import ask, fake_pair
 
 from tui.app import ChatApp
 from tui.widgets.messages import AssistantMessage
+
+from fakes.chat import chat_pair as fake_pair
 
 SIZE = (120, 36)
 QUESTION = "What is the capital of France?"

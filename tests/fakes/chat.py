@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from blendin_local.pair import ModelPair
 from blendin_local.projection import build_projection
 
-from fake_engine import FakeEngine, peaked
+from .engine import FakeEngine, peaked
 
 WORDS = [b" The", b" capital", b" of", b" France", b" is", b" Paris", b" Lyon", b" city", b".",
          b" blah"]

@@ -11,7 +11,7 @@ import numpy as np
 from blendin_local.pair import ModelPair
 from blendin_local.projection import build_projection
 
-from fake_engine import FakeEngine
+from .engine import FakeEngine
 
 # Every printable ASCII byte and newline is a token, so any prompt encodes.
 _BYTES = [bytes([c]) for c in range(32, 127)] + [b"\n"]
