@@ -84,7 +84,7 @@ def real_pair(default_models: dict[str, Path]) -> ModelPair:
 @pytest.fixture(scope="session")
 def gemma_server(default_models: dict[str, Path]):  # -> Iterator[str]
     """A real llama-cpp-python OpenAI server holding the default base; yields its URL (…/v1)."""
-    from servers import llama_cpp_server
+    from fakes.servers import llama_cpp_server
 
     with llama_cpp_server(default_models["gemma3-270m"], "gemma3-270m") as url:
         yield url
@@ -94,7 +94,7 @@ def gemma_server(default_models: dict[str, Path]):  # -> Iterator[str]
 def smollm_server(default_models: dict[str, Path]):  # -> Iterator[str]
     """A real llama-cpp-python OpenAI server holding the default guide; yields its URL (…/v1).
     Started only by the tests that ask for it."""
-    from servers import llama_cpp_server
+    from fakes.servers import llama_cpp_server
 
     with llama_cpp_server(default_models["smollm2-135m-instruct"], "smollm2-135m-instruct") as url:
         yield url
@@ -118,7 +118,7 @@ def llama_server_binary() -> Path:
 @pytest.fixture(scope="session")
 def native_gemma_server(default_models: dict[str, Path], llama_server_binary: Path):  # -> Iterator[str]
     """llama-server holding the default base; yields its URL (…/v1)."""
-    from servers import native_server
+    from fakes.servers import native_server
 
     with native_server(default_models["gemma3-270m"], "gemma3-270m") as url:
         yield url
@@ -128,7 +128,7 @@ def native_gemma_server(default_models: dict[str, Path], llama_server_binary: Pa
 def native_gemma_server_4(default_models: dict[str, Path], llama_server_binary: Path):  # -> Iterator[str]
     """llama-server holding the default base in 4 slots (4 requests batched at once); yields its
     URL (…/v1)."""
-    from servers import native_server
+    from fakes.servers import native_server
 
     with native_server(default_models["gemma3-270m"], "gemma3-270m", parallel=4) as url:
         yield url

@@ -13,7 +13,7 @@ import pytest
 from blendin_local import catalog, hub
 from blendin_local.errors import ModelFileError
 
-from fake_hub import FakeHub
+from fakes.hub import FakeHub
 from test_cli_errors import assert_one_line_error, run_cli
 from tiny_gguf import write_tiny_gguf
 

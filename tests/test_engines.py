@@ -13,7 +13,7 @@ from blendin_local.engines.base import LOCAL, top_position
 from blendin_local.engines.llama import LlamaEngine
 from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec
 
-from fake_engine import FakeEngine
+from fakes import FakeEngine
 
 
 @pytest.mark.parametrize(("spec", "kind"), [

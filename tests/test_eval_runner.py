@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from fixtures.eval.fake_pair import Interrupt, scripted_pair
 
 from blendin_local.commands import eval as commands
 from blendin_local.errors import UsageError
@@ -26,6 +25,8 @@ from blendin_local.evaluation.runner import (
 from blendin_local.evaluation.summary import summarise, to_csv, to_markdown
 from blendin_local.pair import ModelPair
 from blendin_local.settings import GenerationSettings
+
+from fakes.scripted import Interrupt, scripted_pair
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 GSM = FIX / "gsm8k.jsonl"

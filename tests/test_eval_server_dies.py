@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import completion_chunk, scripted_server, send_json, send_sse_head
+from fakes.servers import completion_chunk, scripted_server, send_json, send_sse_head
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
 QUESTIONS = [f"What is {n} plus {n}?" for n in range(1, 5)]

@@ -1,5 +1,5 @@
 """``hf:`` references and fetching from the Hugging Face Hub (``hub.py``), against a fake Hub: a real
-HTTP server on 127.0.0.1 (``fake_hub.py``) that ``HF_ENDPOINT`` points at, serving tiny GGUFs.
+HTTP server on 127.0.0.1 (``fakes/hub.py``) that ``HF_ENDPOINT`` points at, serving tiny GGUFs.
 Fetch errors are checked through the real console script: one line, non-zero exit, nothing half
 written under the final name."""
 
@@ -14,7 +14,7 @@ import pytest
 from blendin_local import hub, models
 from blendin_local.errors import ModelFileError, UsageError
 
-from fake_hub import COMMIT, FakeHub
+from fakes.hub import COMMIT, FakeHub
 from test_cli_errors import assert_one_line_error, run_cli
 from tiny_gguf import write_tiny_gguf
 

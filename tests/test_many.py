@@ -15,8 +15,7 @@ from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
-from fake_engine import FakeGroup
-from fakes import cross_pair, fake_guide
+from fakes import FakeGroup, cross_pair, fake_guide
 
 CONVERTED = ("base", "blendin", "ensemble", "proxy", "guide")
 QUESTIONS = ["What is a b c?", "the", "Say the a b c twice, then stop.", "a", "b c the ab",

@@ -20,7 +20,7 @@ from blendin_local.pair import ModelPair, prompt_for
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
-from servers import completion_chunk, scripted_server, send_json, send_sse_head
+from fakes.servers import completion_chunk, scripted_server, send_json, send_sse_head
 
 QUESTIONS = ["Why is the sky blue?", "What is 12 times 7?", "Name three prime numbers.",
              "What is the capital of France?", "How do plants make food?"]

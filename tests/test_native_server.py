@@ -17,7 +17,7 @@ from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec
 from blendin_local.engines.remote.native_server import ServerStartError, find_llama_server, serving
 from blendin_local.errors import UsageError
 
-from servers import free_port
+from fakes.servers import free_port
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
 PROMPT = "Question: What is the capital of France?\nAnswer:"

@@ -20,7 +20,7 @@ from blendin_local.pair_check import check_pair
 from blendin_local.settings import GenerationSettings
 
 from fakes import cross_pair, fake_guide
-from servers import scripted_server, send_json
+from fakes.servers import scripted_server, send_json
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
 URL = "http://127.0.0.1:9/v1"

@@ -19,7 +19,7 @@ from blendin_local.engines.remote.engine import (
 )
 from blendin_local.errors import UsageError
 
-from servers import completion_chunk, free_port, scripted_server, send_json, send_sse_head
+from fakes.servers import completion_chunk, free_port, scripted_server, send_json, send_sse_head
 
 PROMPT = "Question: What is the capital of France?\nAnswer:"
 MODELS = {"GET /v1/models": lambda h, _: send_json(h, 200, {"object": "list", "data": [{"id": "m"}]})}

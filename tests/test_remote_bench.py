@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import free_port
+from fakes.servers import free_port
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
 

@@ -16,7 +16,7 @@ from cli_run import interruptible_cli, run_cli
 
 from blendin_local.engines.remote.engine import RemoteError, RemoteModel, RemoteSpec
 
-from servers import completion_chunk, scripted_server, send_json, send_sse_head
+from fakes.servers import completion_chunk, scripted_server, send_json, send_sse_head
 
 PROMPT = "Why is the sky blue?"
 MODELS = {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": "m"}]})}

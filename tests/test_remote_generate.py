@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import free_port, scripted_server, send_json
+from fakes.servers import free_port, scripted_server, send_json
 
 SCRIPT = Path(sys.executable).with_name("blendin-local")
 PROMPT = "Why is the sky blue?"
@@ -81,7 +81,7 @@ def test_remote_base_down_or_unnamed_is_one_line():
 
 
 def test_a_remote_base_dying_mid_answer_keeps_the_text_and_says_why():
-    from servers import completion_chunk
+    from fakes.servers import completion_chunk
 
     def dies(h, _body) -> None:
         h.send_response(200)
@@ -130,7 +130,7 @@ def test_a_short_chunk_ends_the_answer_only_when_the_server_says_stop(finish, re
     hold 1 position and still end on ``length``."""
     import json as _json
 
-    from servers import completion_chunk, send_sse_head
+    from fakes.servers import completion_chunk, send_sse_head
 
     asked: list[dict] = []
 

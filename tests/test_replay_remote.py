@@ -17,7 +17,7 @@ from blendin_local.prompts import QA_FORMAT, Conversation
 from blendin_local.replay.teacher_forcing import replay
 from blendin_local.settings import GenerationSettings
 
-from servers import scripted_server, send_json, send_sse_head
+from fakes.servers import scripted_server, send_json, send_sse_head
 
 # A short system prompt: llama-cpp-python's server sorts the whole vocabulary in Python for every
 # scored position (~0.8 s each on 2 cores), and an echo request scores the prompt's positions too.

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from blendin_local.bench.throughput import BATCHES, PROMPTS, Rate, raw_decode, run_throughput
 
-from fake_engine import FakeGroup
-from fakes import cross_pair
+from fakes import FakeGroup, cross_pair
 
 
 def test_raw_decode_makes_every_token_in_shared_decodes() -> None:

@@ -21,8 +21,7 @@ from blendin_local.generation.steps import StopReason
 from blendin_local.serve.app import ServeConfig, create_app
 from blendin_local.settings import GenerationSettings
 
-from fake_engine import FakeEngine
-from fakes import cross_pair
+from fakes import FakeEngine, cross_pair
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHAT = {"model": "blendin", "messages": [{"role": "user", "content": "the a b"}], "max_tokens": 8}

@@ -26,8 +26,7 @@ from blendin_local.pair import ModelPair
 from blendin_local.serve.app import ServeConfig, create_app
 from blendin_local.settings import GenerationSettings
 
-from fake_engine import FakeEngine, FakeGroup, FakeSequence
-from fakes import cross_pair
+from fakes import FakeEngine, FakeGroup, FakeSequence, cross_pair
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 FRESH = GenerationSettings(max_tokens=16)  # fresh caches: an answer depends on its request alone

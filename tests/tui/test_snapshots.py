@@ -9,17 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.widgets import Label
-from tui_fakes import ask, fake_pair
 
 from tui.app import ChatApp
 from tui.widgets.messages import AssistantMessage
+
+from driving import ask
+from fakes.chat import chat_pair
 
 SIZE = (120, 36)
 QUESTION = "What is the capital of France?"
 
 
 def make_app(tmp_path: Path, **kwargs: object) -> ChatApp:
-    return ChatApp(pair=fake_pair(), export_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    return ChatApp(pair=chat_pair(), export_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 async def answered(pilot) -> None:
