@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from blendin_local.bench.chat import TURNS, run_chat_bench
-from blendin_local.pair import ModelPair
-from blendin_local.projection import build_projection
 
-from fakes import fake_base, fake_guide
+from fakes import fake_base, fake_guide, pair_of
 
 
 def test_chat_bench_reports_reuse_only_in_reuse_mode() -> None:
     base, guide = fake_base(n_ctx=20_000), fake_guide(n_ctx=20_000)
-    pair = ModelPair(base=base, guide=guide, projection=build_projection(base, guide))
+    pair = pair_of(base, guide)
     report = run_chat_bench(pair, max_tokens=4, rounds=1)
     fresh, reuse = report["modes"]["fresh"]["rows"], report["modes"]["reuse"]["rows"]
     assert len(fresh) == len(reuse) == TURNS

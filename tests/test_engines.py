@@ -34,6 +34,19 @@ def test_each_kind_declares_what_it_gives():
     assert caps.gives() == "top-100 logprobs"
 
 
+def test_every_engine_says_where_it_is_and_what_it_cost(tiny_engine):
+    local = FakeEngine([b"<eos>", b"a"], lambda ctx: np.zeros(2, np.float32), eos_id=0, name="tiny-fake")
+    assert local.where == "tiny-fake" and local.report() is None
+    assert tiny_engine.where == tiny_engine.name and tiny_engine.report() is None
+    remote = RemoteModel(RemoteSpec("http://h:8000/v1", "m"))
+    assert remote.where == "http://h:8000/v1" and remote.report()["requests"] == 0
+    # server-only API: reached through the typed accessors, never by a class test at the call site
+    assert engines.servers(local, None, remote, tiny_engine) == [remote]
+    assert engines.server_of(remote) is remote
+    with pytest.raises(TypeError, match="tiny-fake is not a model on a server"):
+        engines.server_of(local)
+
+
 def test_top_position_is_what_a_server_reports_later_duplicates_winning():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
     position = top_position(logits, ["a", "b", "a", "c"], 3)

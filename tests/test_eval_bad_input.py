@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from cli_run import assert_ends_with_error, assert_one_line_error, run_main
-from test_eval_diagnose import fake_pair as diagnose_pair
 from test_eval_runner import GSM, Q, make_pair
 
 from blendin_local.commands import diagnose
 from blendin_local.commands import eval as commands
+
+from fakes.scripted import capital_pair
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def fake_diagnose(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(diagnose, "pair_from_options", lambda opts, methods: diagnose_pair())
+    monkeypatch.setattr(diagnose, "pair_from_options", lambda opts, methods: capital_pair())
 
 
 def eval_args(out: Path, *more: str) -> list[str]:

@@ -14,7 +14,7 @@ from blendin_local.errors import UsageError
 from blendin_local.evaluation.diagnose import Diagnosis, StepSample, diagnose, figure
 from blendin_local.pair import ModelPair
 
-from fakes.scripted import scripted_pair
+from fakes.scripted import capital_pair
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 GOOD_COVERAGE = {"exact": 93.9, "approximate": 3.0, "dropped": 3.0, "end→EOS": 0.1}
@@ -71,15 +71,8 @@ def test_verdict_little_effect_and_no_data() -> None:
     assert diag([]).verdict()[0] == "NO DATA"
 
 
-def fake_pair() -> ModelPair:
-    q = "What is the capital of Australia?"
-    # The base is unsure on capital letters; the guide agrees on the text.
-    return scripted_pair({q: "Canberra is the capital."}, {q: "Canberra."},
-                         base_confidence=lambda i, byte: 0.2 if chr(byte).isupper() else 0.9)
-
-
 def test_diagnose_blends_every_step_and_measures_b(tmp_path: Path) -> None:
-    d = diagnose(fake_pair(), ["What is the capital of Australia?"], max_tokens=30)
+    d = diagnose(capital_pair(), ["What is the capital of Australia?"], max_tokens=30)
     assert d.steps and all(s.overlap10 is not None for s in d.steps)  # every step blended
     assert d.at(0.4)["interventions"] == 1  # only the "C" of Canberra is uncertain
     assert d.at(0.95)["rate"] == 1.0
@@ -92,7 +85,7 @@ def test_diagnose_blends_every_step_and_measures_b(tmp_path: Path) -> None:
 def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def load(opts: dict[str, Any], methods: list[str]) -> ModelPair:
         assert methods == ["blendin"]
-        return fake_pair()
+        return capital_pair()
 
     monkeypatch.setattr(commands, "pair_from_options", load)
 

@@ -13,11 +13,19 @@ from blendin_local.generation.generate import generate
 from blendin_local.generation.sampling import SamplingSettings
 from blendin_local.generation.steps import Provenance, StopReason
 from blendin_local.pair import ModelPair
-from blendin_local.projection import build_projection
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
-from fakes import BASE_PIECES, GUIDE_PIECES, FakeEngine, cross_pair, fake_base, peaked, same_tokenizer_pair
+from fakes import (
+    BASE_PIECES,
+    GUIDE_PIECES,
+    FakeEngine,
+    cross_pair,
+    fake_base,
+    pair_of,
+    peaked,
+    same_tokenizer_pair,
+)
 
 CONV = Conversation.single("What is a b c?")
 RAW = Conversation.single("the a b", chat=False)
@@ -82,7 +90,7 @@ def test_guide_end_of_turn_can_end_the_answer_only_when_allowed() -> None:
     # A guide that always wants to end its turn.
     n = len(GUIDE_PIECES)
     guide = FakeEngine(GUIDE_PIECES, lambda ctx: peaked(n, {0: 0.99}), eos_id=0, name="ender")
-    pair = ModelPair(base=base, guide=guide, projection=build_projection(base, guide))
+    pair = pair_of(base, guide)
     steps, result = run(pair, RAW, gamma=2.0, alpha=1.0, max_tokens=10)
     assert result.stop_reason is StopReason.GUIDE_EOS and len(steps) == 1
     steps, result = run(pair, RAW, gamma=2.0, alpha=1.0, max_tokens=10, guide_can_stop=False)

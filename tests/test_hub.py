@@ -1,5 +1,5 @@
 """``hf:`` references and fetching from the Hugging Face Hub (``hub.py``), against a fake Hub: a real
-HTTP server on 127.0.0.1 (``fake_hub.py``) that ``HF_ENDPOINT`` points at, serving tiny GGUFs.
+HTTP server on 127.0.0.1 (``fakes/hub.py``) that ``HF_ENDPOINT`` points at, serving tiny GGUFs.
 Fetch errors are checked through the real console script: one line, non-zero exit, nothing half
 written under the final name."""
 

@@ -1,4 +1,4 @@
-"""A scripted fake model pair for the chat app's tests (no model files, deterministic).
+"""A scripted fake model pair for the chat app's tests (``chat_pair``) (no model files, deterministic).
 
 The base has no chat template (the plain "User:/Assistant:" format); the guide has ChatML control
 tokens. Asked anything, the base answers " The capital of France is Lyon." and is unsure at two
@@ -14,9 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from blendin_local.pair import ModelPair
-from blendin_local.projection import build_projection
 
 from .engine import FakeEngine, peaked
+from .pairs import pair_of
 
 WORDS = [b" The", b" capital", b" of", b" France", b" is", b" Paris", b" Lyon", b" city", b".",
          b" blah"]
@@ -85,7 +85,7 @@ def _guide_logits():
     return logits
 
 
-def fake_pair(
+def chat_pair(
     *, long: bool = False, delay: float = 0.0, hold: tuple[int, threading.Event] | None = None
 ) -> ModelPair:
     """``long``: the base writes " blah" until max tokens; ``delay``: seconds per base token;
@@ -97,53 +97,4 @@ def fake_pair(
     im_start, im_end = GUIDE_PIECES.index(b"<|im_start|>"), GUIDE_PIECES.index(b"<|im_end|>")
     guide = FakeEngine(GUIDE_PIECES, _guide_logits(), eos_id=im_end, controls=[im_start, im_end],
                        n_ctx=8192, name="fake-guide")
-    return ModelPair(base=base, guide=guide, projection=build_projection(base, guide))
-
-
-# --- driving the app ---------------------------------------------------------------------------
-async def wait_until(pilot, predicate, what: str, timeout: float = 10.0) -> None:
-    """Let the app run until ``predicate()`` holds; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.01)
-
-
-def idle(app) -> bool:
-    """No reply is being generated."""
-    return app.chat_screen.job is None
-
-
-async def send(pilot, text: str) -> None:
-    """Put ``text`` in the message box and press Enter.
-
-    (Typing key by key costs ~40 ms a key in Pilot; one test types for real.)
-    """
-    screen = pilot.app.chat_screen
-    await wait_until(pilot, lambda: bool(screen.query("#prompt")), "the chat screen")
-    prompt = screen.prompt
-    prompt.focus()
-    prompt.value = text
-    await pilot.press("enter")
-
-
-async def ask(pilot, text: str, timeout: float = 10.0) -> None:
-    """Send ``text`` and wait for the whole reply."""
-    app = pilot.app
-    before = len(app.chat_screen.chat.turns)
-    await send(pilot, text)
-    await wait_until(
-        pilot, lambda: idle(app) and len(app.chat_screen.chat.turns) >= before + 2, "the reply",
-        timeout,
-    )
-    await pilot.pause()
-
-
-def plain(renderable: object) -> str:
-    """What a widget's content reads as, without styles."""
-    from rich.console import Console
-
-    console = Console(width=100, record=True, color_system=None)
-    console.print(renderable)
-    return console.export_text()
+    return pair_of(base, guide)

@@ -47,9 +47,14 @@ def fake_guide(scale: float = 3.0, salt: str = "guide", **kw: object) -> FakeEng
                       **kw)  # type: ignore[arg-type]
 
 
+def pair_of(base: FakeEngine, guide: FakeEngine | None = None) -> ModelPair:
+    """The one way tests pair fakes: with a guide, its projection onto the base is built too."""
+    projection = build_projection(base, guide) if guide is not None else None
+    return ModelPair(base=base, guide=guide, projection=projection)
+
+
 def cross_pair(base_scale: float = 3.0, guide_scale: float = 3.0) -> ModelPair:
-    base, guide = fake_base(base_scale), fake_guide(guide_scale)
-    return ModelPair(base=base, guide=guide, projection=build_projection(base, guide))
+    return pair_of(fake_base(base_scale), fake_guide(guide_scale))
 
 
 def same_tokenizer_pair(base_scale: float = 3.0, guide_scale: float = 3.0) -> ModelPair:
@@ -57,4 +62,4 @@ def same_tokenizer_pair(base_scale: float = 3.0, guide_scale: float = 3.0) -> Mo
     guide = FakeEngine(BASE_PIECES, hashed_logits(len(BASE_PIECES), "guide", guide_scale),
                        eos_id=0, bos_id=1, chat_template=GUIDE_TEMPLATE.replace("<|start|>", "Q")
                        .replace("<|end|>", "."), name="fake-guide-same")
-    return ModelPair(base=base, guide=guide, projection=build_projection(base, guide))
+    return pair_of(base, guide)

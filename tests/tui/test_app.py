@@ -1,4 +1,4 @@
-"""Pilot-driven tests of the chat app on the scripted fake pair (see tui_fakes.py)."""
+"""Pilot-driven tests of the chat app on the scripted fake pair (see tests/fakes/chat.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from driving import ask, idle, plain, send, wait_until
 from textual.geometry import Region
 from textual.widgets import Label, Markdown, Select, Sparkline, Static
 
@@ -23,15 +22,15 @@ from tui.widgets.prompt import PromptInput
 from tui.widgets.side import StepDetail
 from tui.widgets.tokens import Legend, TokenView
 
-from fakes.chat import REPLY_BASE, REPLY_BLEND
-from fakes.chat import chat_pair as fake_pair
+from driving import ask, idle, plain, send, wait_until
+from fakes.chat import REPLY_BASE, REPLY_BLEND, chat_pair
 
 SIZE = (120, 36)
 QUESTION = "What is the capital of France?"
 
 
 def make_app(tmp_path: Path, **kwargs) -> ChatApp:
-    kwargs.setdefault("pair", fake_pair())
+    kwargs.setdefault("pair", chat_pair())
     return ChatApp(export_dir=tmp_path, **kwargs)
 
 
@@ -52,7 +51,7 @@ def token_styles(view: TokenView) -> dict[int, tuple[object, object, bool]]:
 
 async def test_message_gets_streamed_reply(tmp_path: Path) -> None:
     gate = threading.Event()
-    app = make_app(tmp_path, pair=fake_pair(hold=(4, gate)))
+    app = make_app(tmp_path, pair=chat_pair(hold=(4, gate)))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.click("#prompt")
         await pilot.press(*QUESTION, "enter")
@@ -103,7 +102,7 @@ async def test_tokens_are_styled_by_provenance(tmp_path: Path) -> None:
 async def test_stop_key_halts_a_long_reply_and_keeps_it(tmp_path: Path) -> None:
     gate = threading.Event()
     settings = GenerationSettings(max_tokens=2000)
-    app = make_app(tmp_path, pair=fake_pair(long=True, hold=(6, gate)), settings=settings)
+    app = make_app(tmp_path, pair=chat_pair(long=True, hold=(6, gate)), settings=settings)
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "go on")
         await wait_until(pilot, lambda: replies(app) and len(replies(app)[0].tokens.steps) == 5,
@@ -125,7 +124,7 @@ async def test_stop_before_the_first_token_gives_the_message_back(
     tmp_path: Path, chats_dir: Path
 ) -> None:
     gate = threading.Event()
-    app = make_app(tmp_path, pair=fake_pair(hold=(0, gate)))
+    app = make_app(tmp_path, pair=chat_pair(hold=(0, gate)))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, QUESTION)
         assert list(chats_dir.glob("*.json"))  # saved with the message
@@ -319,7 +318,7 @@ async def test_models_load_in_a_worker(tmp_path: Path) -> None:
 
     def load():
         release.wait(timeout=20)
-        return fake_pair()
+        return chat_pair()
 
     app = make_app(tmp_path, pair=None, load_pair=load)
     async with app.run_test(size=SIZE) as pilot:
@@ -400,7 +399,7 @@ async def test_theme_toggle_and_palette_commands(tmp_path: Path) -> None:
 
 async def test_side_panel_is_live_during_generation(tmp_path: Path) -> None:
     gate = threading.Event()
-    app = make_app(tmp_path, pair=fake_pair(hold=(7, gate)))
+    app = make_app(tmp_path, pair=chat_pair(hold=(7, gate)))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, QUESTION)
         spark = app.chat_screen.query_one("#spark-b", Sparkline)
@@ -434,7 +433,7 @@ async def test_command_palette_runs_an_action(tmp_path: Path) -> None:
 
 async def test_quitting_mid_reply_keeps_the_partial_reply(tmp_path: Path, chats_dir: Path) -> None:
     gate = threading.Event()
-    app = make_app(tmp_path, pair=fake_pair(long=True, hold=(4, gate)))
+    app = make_app(tmp_path, pair=chat_pair(long=True, hold=(4, gate)))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "go on")
         await wait_until(pilot, lambda: replies(app) and len(replies(app)[0].tokens.steps) == 3,

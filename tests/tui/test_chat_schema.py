@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from driving import ask
 
 from tui.app import ChatApp
 from tui.chat import Chat, Turn
 from tui.chat_schema import check_chat
 from tui.store import ChatFileError, ChatStore
 
-from fakes.chat import chat_pair as fake_pair
+from driving import ask
+from fakes.chat import chat_pair
 
 SIZE = (120, 36)
 
@@ -28,7 +28,7 @@ def saved_chat(tmp_path: Path) -> dict[str, Any]:
     from blendin_local.generation.generate import generate
     from blendin_local.settings import GenerationSettings
 
-    gen = generate(fake_pair(), chat.conversation(), GenerationSettings(max_tokens=6,
+    gen = generate(chat_pair(), chat.conversation(), GenerationSettings(max_tokens=6,
                                                                          diagnostics=True))
     steps = list(gen)
     summary = {k: v for k, v in gen.result.to_dict().items() if k != "text"}
@@ -93,7 +93,7 @@ async def test_resume_shows_the_notice_and_keeps_the_file(where: str, value: Any
     path = chats_dir / "bad.json"
     text = json.dumps(damage(saved_chat(tmp_path), where, value))
     path.write_text(text)
-    app = ChatApp(export_dir=tmp_path, pair=fake_pair(), resume="bad")
+    app = ChatApp(export_dir=tmp_path, pair=chat_pair(), resume="bad")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         notices = [str(n.message) for n in app._notifications]
@@ -112,7 +112,7 @@ async def test_a_chat_whose_id_leads_out_is_never_saved_there(tmp_path: Path,
     victim.write_text("precious\n")
     evil = chats_dir / "evil.json"
     evil.write_text(json.dumps(damage(saved_chat(tmp_path), "id", "../victim")))
-    app = ChatApp(export_dir=tmp_path, pair=fake_pair(), resume="evil")
+    app = ChatApp(export_dir=tmp_path, pair=chat_pair(), resume="evil")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         notices = [str(n.message) for n in app._notifications]
@@ -128,7 +128,7 @@ async def test_export_never_writes_outside_its_folder(tmp_path: Path) -> None:
     (export / "chat-x").mkdir(parents=True)
     victim = tmp_path / "victim.md"
     victim.write_text("precious\n")
-    app = ChatApp(export_dir=export, pair=fake_pair())
+    app = ChatApp(export_dir=export, pair=chat_pair())
     async with app.run_test(size=SIZE) as pilot:
         await ask(pilot, "Hi?")
         app.chat_screen.chat.id = "x/../../victim"  # only code can make such a chat now

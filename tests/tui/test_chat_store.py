@@ -22,15 +22,14 @@ from tui.chat import (
 from tui.chat_schema import CHAT_ID
 from tui.store import ChatFileError, ChatStore, default_chats_dir
 
-from fakes.chat import REPLY_BLEND
-from fakes.chat import chat_pair as fake_pair
+from fakes.chat import REPLY_BLEND, chat_pair
 
 
 def answered_chat() -> Chat:
     chat = Chat(system="Be brief.")
     chat.turns.append(Turn("user", "What is the capital of France?"))
     settings = GenerationSettings(diagnostics=True)
-    gen = generate(fake_pair(), chat.conversation(), settings)
+    gen = generate(chat_pair(), chat.conversation(), settings)
     steps = list(gen)
     summary = gen.result.to_dict()
     summary.pop("text")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from driving import ask, idle, wait_until
 
 from blendin_local.models import load_catalog, load_pair
 from tui.app import ChatApp
 from tui.widgets.side import StepDetail
+
+from driving import ask, idle, wait_until
 
 BASE, GUIDE = "gemma3-270m", "smollm2-135m-instruct"
 

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driving import ask
 from textual.widgets import Label
 
 from tui.app import ChatApp
 from tui.widgets.messages import AssistantMessage
 
-from fakes.chat import chat_pair as fake_pair
+from driving import ask
+from fakes.chat import chat_pair
 
 SIZE = (120, 36)
 QUESTION = "What is the capital of France?"
 
 
 def make_app(tmp_path: Path, **kwargs: object) -> ChatApp:
-    return ChatApp(pair=fake_pair(), export_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    return ChatApp(pair=chat_pair(), export_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
 async def answered(pilot) -> None:
