@@ -501,6 +501,7 @@ class LlamaSequences:
             v.check_room(len(ids))
             if ids:
                 work.append((v, list(ids)))
+        work.sort(key=lambda w: w[0].seq)  # llama.cpp splits a batch at every break in seq order
         views = [v for v, _ in work]
         for other in self.views:  # rows the next decode overwrites, still wanted
             if other not in views:
