@@ -5,9 +5,11 @@ views of the pair's models (``Engine.sequences``), so each answer has its own KV
 them share one llama.cpp context per model. The scheduler advances every active answer to its next
 evaluation request, then runs the requests of all answers together: one batched decode per model
 (the guide's catch-ups first, since the answers waiting on them also need the base next). An answer
-that ends frees its slot (its KV cleared) and the next waiting conversation takes it (continuous
-batching). A method whose step source evaluates by itself (``MethodSpec.driven`` unset), or a pair
-without sequence views, runs one answer at a time instead, with the same interface.
+that ends frees its slot and the next waiting conversation takes it (continuous batching): a slot
+is cleared first, or, for an answer with ``reuse_cache`` (serve), a free slot whose KV its prompt
+continues is taken and only the rest is evaluated. A method whose step source evaluates by itself
+(``MethodSpec.driven`` unset), or a pair without sequence views, runs one answer at a time
+instead, with the same interface.
 
 Where the driving model is on a server (spec §10), the server batches: up to ``batch`` worker
 threads each run an ordinary ``Generation`` (:class:`_InFlight`), so up to ``batch`` requests are in
@@ -25,15 +27,15 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .engines import is_remote
-from .engines.base import Engine, Eval, group_of, run_evals, sequences_of
+from .engines.base import Engine, Eval, common_prefix_len, group_of, run_evals, sequences_of
 from .engines.remote import RemoteError
 from .errors import BlendinError, ContextOverflowError, UsageError
 from .generate import Generation
-from .pair import ModelPair
+from .pair import ModelPair, prompt_for
 from .prompts import Conversation
 from .settings import GenerationSettings
 from .steps import Result, Step
@@ -237,6 +239,16 @@ def _firsts(indices: Iterable[int], settings: Sequence[GenerationSettings]) -> l
     return list(seen.values())
 
 
+@dataclass
+class SlotMemory:
+    """The scheduler's slots between its runs, for a caller whose slots keep their KV (serve):
+    the free ones, free longest first, and each kept slot's last prompt length (its driving
+    model's tokens), by which a new prompt that continues it is recognised."""
+
+    free: list[int]
+    prompts: dict[int, int] = field(default_factory=dict)
+
+
 class _Scheduler:
     """Continuous batching over slots (see the module docstring), fed by ``take``: called whenever
     a slot is free, it gives the next job ``(key, conversation, settings)`` or None (none now). The
@@ -249,11 +261,13 @@ class _Scheduler:
     """
 
     def __init__(self, slots: list[ModelPair], take: Callable[[], Work | None], *,
-                 started: Callable[[int, Generation], None] | None = None) -> None:
+                 started: Callable[[int, Generation], None] | None = None,
+                 memory: SlotMemory | None = None) -> None:
         self.slots = slots
         self.take = take
         self.started = started
-        self.free = list(range(len(slots)))
+        self.memory = memory or SlotMemory(list(range(len(slots))))
+        self.free = self.memory.free
         self.active: dict[int, tuple[int, Generation, Generator[Step | Eval, None, None]]] = {}
         self.pending: dict[int, Eval] = {}
         # each slot's driving model (the base, or the guide for the guide baseline), by group key
@@ -299,7 +313,7 @@ class _Scheduler:
             if work is None:
                 return
             index, conv, settings = work
-            slot = self.free.pop(0)
+            slot = self._free_slot(conv, settings)
             pair = self.slots[slot]
             try:
                 gen = Generation(pair, conv, settings)
@@ -314,6 +328,28 @@ class _Scheduler:
             if self.started is not None:
                 self.started(index, gen)
             yield from self._resume(slot, None)
+
+    def _free_slot(self, conv: Conversation, settings: GenerationSettings) -> int:
+        """A free slot for a new answer: with ``reuse_cache``, one whose KV the new prompt
+        continues (it starts with that slot's whole previous prompt: a chat's next turn finds its
+        history, and another chat with the same system prompt does not evict it) where there is
+        one, the longest shared first; else the one free longest."""
+        if settings.reuse_cache and len(self.free) > 1:
+            def shared(slot: int) -> int:
+                pair = self.slots[slot]
+                engine = pair.base if pair.base is not None else pair.guide
+                previous = self.memory.prompts.get(slot)
+                if engine is None or previous is None:
+                    return 0
+                prompt = prompt_for(engine, conv, role="base" if engine is pair.base else "guide")
+                n = common_prefix_len(engine.tokens, engine.tokenize(prompt.text, add_bos=prompt.add_bos))
+                return n if n >= previous else 0
+
+            best = max(self.free, key=shared)
+            if shared(best):
+                self.free.remove(best)
+                return best
+        return self.free.pop(0)
 
     def _resume(self, slot: int, error: Exception | None) -> Iterator[Event]:
         """Advance one answer to its next request (or its end), yielding its steps."""
@@ -330,9 +366,13 @@ class _Scheduler:
         except Exception as exc:  # noqa: BLE001 - this answer's own failure (a prompt too long…)
             finished = Finished(index, None, exc)
         del self.active[slot]
-        for engine in (self.slots[slot].base, self.slots[slot].guide, self.slots[slot].anti):
-            if engine is not None:
-                engine.rollback(0)  # free the slot's KV for the next conversation
+        if gen.settings.reuse_cache and finished.error is None:  # the next answer may reuse its KV
+            self.memory.prompts[slot] = gen.prompt_tokens
+        else:
+            self.memory.prompts.pop(slot, None)
+            for engine in (self.slots[slot].base, self.slots[slot].guide, self.slots[slot].anti):
+                if engine is not None:
+                    engine.rollback(0)
         self.free.append(slot)
         yield finished
 
