@@ -123,11 +123,9 @@ class GenerationBatch:
         self._slots: list[ModelPair] | None = None
         self._in_flight: _InFlight | None = None
         notes: list[str] = []
-        parts = self._classify(notes)
-        self._scheduled, self._flying, self._alone = parts
+        roles: set[str] = set()  # the models the scheduled answers run
+        self._scheduled, self._flying, self._alone = self._classify(notes, roles)
         if self._scheduled:
-            roles = set().union(*(Generation(pair, self.conversations[i], self.job_settings[i]).spec.roles
-                                  for i in _firsts(self._scheduled, self.job_settings)))
             self._slots = pair_sequences(pair, min(batch, len(self._scheduled)), roles)
             if self._slots is None:
                 notes.append("a model has no multi-sequence context (a server): one answer at a time")
@@ -139,9 +137,10 @@ class GenerationBatch:
                 self._alone, self._flying = sorted(self._alone + self._flying), []
         self.note = "; ".join(notes)
 
-    def _classify(self, notes: list[str]) -> tuple[list[int], list[int], list[int]]:
+    def _classify(self, notes: list[str], roles: set[str]) -> tuple[list[int], list[int], list[int]]:
         """Indices of the answers for the scheduler (local driving model, a driven step source),
-        for requests in flight (a driving model on a server) and to run one at a time."""
+        for requests in flight (a driving model on a server) and to run one at a time; adds the
+        scheduled answers' model roles to ``roles``."""
         scheduled: list[int] = []
         flying: list[int] = []
         alone: list[int] = []
@@ -155,6 +154,7 @@ class GenerationBatch:
                 kinds[s] = flying if many else alone
             elif probe.batches:
                 kinds[s] = scheduled
+                roles.update(probe.spec.roles)
             else:
                 kinds[s] = alone
                 if self.batch > 1:

@@ -35,7 +35,7 @@ class Counters:
 
     def __init__(self) -> None:
         self.by_model: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        self.calls: list[tuple[str, int, int, float]] = []
+        self.calls: list[tuple[str, list[tuple[int, int]], float]] = []
 
     def install(self) -> Any:
         original = LlamaSequences.eval_many
@@ -53,7 +53,7 @@ class Counters:
             c["tokens"] += sum(n for _, n in work)
             c["seqs"] += len(work)
             c["ubatches"] += ubatches(work, group.n_batch)
-            counters.calls.append((group.engine.name, len(work), sum(n for _, n in work),
+            counters.calls.append((group.engine.name, work,
                                    time.perf_counter() - t0))
             return out
 
@@ -102,6 +102,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     print(f"load before: {os.getloadavg()}", flush=True)
     totals: dict[int, list[float]] = defaultdict(list)
+    texts: dict[int, dict[tuple[str, str], str]] = {}
     for rnd in range(args.rounds):
         for batch in (batches if rnd % 2 == 0 else batches[::-1]):
             counters.by_model.clear()
@@ -114,6 +115,7 @@ def main() -> None:
                 wall = time.perf_counter() - t0
                 store.close()
             tokens = sum(int(r["tokens"]) for r in records)
+            texts[batch] = {(r["method"], r["item"]): r["text"] for r in records}
             totals[batch].append(wall)
             print(f"round {rnd} batch {batch}: {wall:.1f} s, {len(records)} answers, {tokens} tokens, "
                   f"load {os.getloadavg()[0]:.2f}")
@@ -128,6 +130,12 @@ def main() -> None:
     print(f"load after: {os.getloadavg()}")
     for batch, walls in totals.items():
         print(f"batch {batch}: wall {sum(walls):.1f} s over {len(walls)} runs")
+    first, *others = texts
+    for other in others:
+        for method in args.methods.split(","):
+            keys = [k for k in texts[first] if k[0] == method]
+            differ = sum(texts[first][k] != texts[other].get(k) for k in keys)
+            print(f"{method}: {differ} of {len(keys)} answers differ between batch {first} and {other}")
 
 
 if __name__ == "__main__":
