@@ -466,6 +466,11 @@ class LlamaSequences:
         params.n_ctx = engine.n_ctx * n
         params.kv_unified = False
         params.swa_full = True  # with False, a KV rollback "works" but gives wrong logits
+        # llama.cpp decodes any batch of more than one token with n_threads_batch (by default every
+        # core, meant for prompts), so one token each of B sequences would run there too; they are
+        # a decode step: the single-token thread count (the same unless --threads was left unset).
+        # On the shared 2-core machine 2 threads spinning on barriers made an eval 5x slower.
+        params.n_threads_batch = params.n_threads
         self.n_batch = int(params.n_batch)
         with _quiet_stderr():
             self.ctx = lib.llama_init_from_model(engine._llm._model.model, params)
