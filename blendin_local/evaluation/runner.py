@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import limits
@@ -201,8 +201,6 @@ def run_plan(
 
 def setting_settings(base: GenerationSettings, setting: Setting) -> GenerationSettings:
     """The generation settings of one grid column."""
-    from dataclasses import replace
-
     return replace(base, method=setting.method,
                    gamma=base.gamma if setting.gamma is None else setting.gamma,
                    alpha=setting.alpha)
