@@ -119,6 +119,23 @@ def test_sequences_are_reused_for_the_same_count(tiny_engine):
 
 # --- the real default pair ------------------------------------------------------------------------
 @pytest.mark.integration
+def test_a_multi_sequence_context_decodes_batches_with_the_single_token_threads(tiny_gguf):
+    """Without --threads, llama.cpp would decode one token each of B sequences (a batch) on every
+    core; the views' context uses the single-token thread count for batches too."""
+    import llama_cpp
+
+    from blendin_local.engines.llama import LlamaEngine
+
+    engine = LlamaEngine(tiny_gguf, n_ctx=256)  # threads left to llama-cpp-python's defaults
+    try:
+        group = engine.sequences(2)[0].group
+        singles = llama_cpp.llama_n_threads(group.ctx)
+        assert llama_cpp.llama_n_threads_batch(group.ctx) == singles
+        assert singles == llama_cpp.llama_n_threads(engine._llm.ctx)
+    finally:
+        engine.close()
+
+
 def test_gemma_views_in_one_batch_match_the_single_engine(real_pair):
     base = real_pair.base
     prompts = [b"The capital of France is", b"Photosynthesis is the process by which",

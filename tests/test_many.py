@@ -118,6 +118,32 @@ def test_answers_at_an_intervention_wait_for_the_guide_then_join_the_base_decode
     assert base_group.decodes <= 16  # the prompts, then one per token: 15 more at most
 
 
+def test_a_batch_of_base_answers_opens_no_guide_context() -> None:
+    pair = cross_pair()
+    batched(pair, [Conversation.single(q) for q in QUESTIONS[:4]], settings("base"), 4)
+    assert getattr(pair.base, "_group", None) is not None
+    assert getattr(pair.guide, "_group", None) is None  # no KV of 4 guide sequences for nothing
+
+
+def test_answers_of_different_settings_in_one_batch_equal_one_at_a_time() -> None:
+    """An eval's grid is one batch: base, guide, blendin at two γ share the slots."""
+    convs = [Conversation.single(q) for q in QUESTIONS[:5]]
+    grid = [settings("base"), settings("blendin", gamma=0.3), settings("guide"),
+            settings("blendin", gamma=0.9)]
+    jobs = [(c, s) for s in grid for c in convs]
+    expected = [one_at_a_time(cross_pair(), [c], s)[0] for c, s in jobs]
+    pair = cross_pair()
+    many = generate_many(pair, [c for c, _ in jobs], [s for _, s in jobs], batch=6)
+    steps: list[list[dict[str, object]]] = [[] for _ in jobs]
+    for index, step in many:
+        steps[index].append(record(step))
+    assert many.batched and not many.note
+    for i, (want_steps, want) in enumerate(expected):
+        assert steps[i] == want_steps, f"job {i}"
+        same_result(many.results[i], want)
+    assert max(pair.base._group.batch_sizes) == 6  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("method", ["base", "blendin"])
 def test_a_full_context_ends_only_its_own_answer(method: str) -> None:
     """The base's context fills: that answer stops (context-full); the guide's cannot take a

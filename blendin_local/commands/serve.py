@@ -74,8 +74,8 @@ def check_bind(host: str, api_key: str | None) -> None:
                    "of reusing the prompt prefix the models already hold.")
 @click.option("--parallel", default=None, metavar="N",
               help=f"Requests decoded together (continuous batching; default {DEFAULT_PARALLEL}, "
-                   "fewer where their KV caches would not fit half the free memory). 1: one at a "
-                   "time, with KV reuse across requests.")
+                   "fewer where their KV caches would not fit half the free memory); a request "
+                   "takes the slot whose KV cache its prompt continues. 1: one at a time.")
 @click.option("--queue-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Requests that may wait for the decoding worker; more get 429.")
 @click.option("--queue-timeout", type=click.FloatRange(min=1), default=300, show_default=True,
@@ -118,7 +118,7 @@ def serve_command(host: str, port: int, api_key: str | None, system: str, fresh_
     configure_logging(log_level)
     log = logging.getLogger("blendin_local.serve")
     log.info("models: %s; KV cache %s; API key %s", ", ".join(servable_models(pair)),
-             "fresh per request" if fresh_cache or n_parallel > 1 else "reused across requests",
+             "fresh per request" if fresh_cache else "reused across requests",
              "required" if api_key else "not required")
     uvicorn.run(create_app(pair, config), host=host, port=port, log_level=log_level,
                 access_log=False)  # our own access line carries tokens and interventions

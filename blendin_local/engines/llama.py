@@ -466,6 +466,11 @@ class LlamaSequences:
         params.n_ctx = engine.n_ctx * n
         params.kv_unified = False
         params.swa_full = True  # with False, a KV rollback "works" but gives wrong logits
+        # llama.cpp decodes any batch of more than one token with n_threads_batch (by default every
+        # core, meant for prompts), so one token each of B sequences would run there too; they are
+        # a decode step: the single-token thread count (the same unless --threads was left unset).
+        # On the shared 2-core machine 2 threads spinning on barriers made an eval 5x slower.
+        params.n_threads_batch = params.n_threads
         self.n_batch = int(params.n_batch)
         with _quiet_stderr():
             self.ctx = lib.llama_init_from_model(engine._llm._model.model, params)
@@ -501,6 +506,7 @@ class LlamaSequences:
             v.check_room(len(ids))
             if ids:
                 work.append((v, list(ids)))
+        work.sort(key=lambda w: w[0].seq)  # llama.cpp splits a batch at every break in seq order
         views = [v for v, _ in work]
         for other in self.views:  # rows the next decode overwrites, still wanted
             if other not in views:

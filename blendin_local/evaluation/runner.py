@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import limits
@@ -149,60 +149,61 @@ def run_plan(
 ) -> int:
     """Answer every (setting, item) not in ``store``; returns how many records it wrote.
 
-    ``batch`` answers of one setting are decoded together (``generate_many``; None: as many as
-    ``many.fitting_batch`` allows, at most 8); each record is
-    written as soon as its answer ends, so records of a batch arrive in the order the answers
-    finish (the store is keyed by (method, setting, item): resuming does not depend on order).
-    ``note`` hears why a setting runs one answer at a time anyway (a method that evaluates by
-    itself). ``load_pair`` runs only when there is work left, so a finished run never loads a
-    model. A ``KeyboardInterrupt`` propagates; every record written before it is already on disk.
+    The whole grid is one ``generate_many`` of ``batch`` answers at a time (None: as many as
+    ``many.fitting_batch`` allows, at most 8), so a setting's last long answers share decodes with
+    the next setting's first ones instead of running on alone; each record is written as soon as
+    its answer ends, so records arrive in the order the answers finish (the store is keyed by
+    (method, setting, item): resuming does not depend on order). ``note`` hears which settings
+    run one answer at a time anyway (a method that evaluates by itself). ``load_pair`` runs only
+    when there is work left, so a finished run never loads a model. A ``KeyboardInterrupt``
+    propagates; every record written before it is already on disk.
     """
-    from dataclasses import replace
-
-    pair: ModelPair | None = None
+    jobs = [(setting, it) for setting in grid for it in items
+            if (setting.method, setting.key, it.id) not in store]
+    if not jobs:
+        return 0
+    pair = load_pair()
+    if batch is None:
+        batch = fitting_batch(pair)
+    convs = [Conversation.single(it.prompt, system=system, plain=QA_FORMAT) for _, it in jobs]
+    settings = {s: setting_settings(base_settings, s) for s in dict.fromkeys(s for s, _ in jobs)}
+    many = generate_many(pair, convs, [settings[s] for s, _ in jobs], batch=batch)
+    if many.note and batch > 1:
+        note(many.note)
+    alphas: list[list[float]] = [[] for _ in jobs]
+    before(*jobs[0])
     written = 0
-    for setting in grid:
-        gs = replace(base_settings, method=setting.method,
-                     gamma=base_settings.gamma if setting.gamma is None else setting.gamma,
-                     alpha=setting.alpha)
-        todo = [it for it in items if (setting.method, setting.key, it.id) not in store]
-        if not todo:
+    remote_error: RemoteError | None = None
+    for event in many.stream():
+        if not isinstance(event, Finished):
+            index, step = event
+            if step.alpha is not None:
+                alphas[index].append(round(step.alpha, 4))
             continue
-        if pair is None:
-            pair = load_pair()
-        if batch is None:
-            batch = fitting_batch(pair)
-        convs = [Conversation.single(it.prompt, system=system, plain=QA_FORMAT) for it in todo]
-        many = generate_many(pair, convs, gs, batch=batch)
-        if many.note and batch > 1:
-            note(f"{setting.label}: {many.note}")
-        alphas: list[list[float]] = [[] for _ in todo]
-        before(setting, todo[0])
-        remote_error: RemoteError | None = None
-        for event in many.stream():
-            if not isinstance(event, Finished):
-                index, step = event
-                if step.alpha is not None:
-                    alphas[index].append(round(step.alpha, 4))
-                continue
-            if isinstance(event.error, RemoteError):
-                # a server fault ended this answer alone: no record (a resume answers it again);
-                # the others in flight finish and are saved, then the run stops with this error
-                remote_error = remote_error or event.error
-                continue
-            if event.error is not None and not isinstance(event.error, ContextOverflowError):
-                raise event.error  # a crash ends the run; only a prompt too long is a record
-            item = todo[event.index]
-            record = answer_record(task, item, setting, event.result, alphas[event.index],
-                                   event.error)
-            store.append(record)
-            written += 1
-            after(record)
-            if event.index + 1 < len(todo):
-                before(setting, todo[min(event.index + batch, len(todo) - 1)])
-        if remote_error is not None:
-            raise remote_error
+        if isinstance(event.error, RemoteError):
+            # a server fault ended this answer alone: no record (a resume answers it again);
+            # the others in flight finish and are saved, then the run stops with this error
+            remote_error = remote_error or event.error
+            continue
+        if event.error is not None and not isinstance(event.error, ContextOverflowError):
+            raise event.error  # a crash ends the run; only a prompt too long is a record
+        setting, item = jobs[event.index]
+        record = answer_record(task, item, setting, event.result, alphas[event.index], event.error)
+        store.append(record)
+        written += 1
+        after(record)
+        if event.index + 1 < len(jobs):
+            before(*jobs[min(event.index + batch, len(jobs) - 1)])
+    if remote_error is not None:
+        raise remote_error
     return written
+
+
+def setting_settings(base: GenerationSettings, setting: Setting) -> GenerationSettings:
+    """The generation settings of one grid column."""
+    return replace(base, method=setting.method,
+                   gamma=base.gamma if setting.gamma is None else setting.gamma,
+                   alpha=setting.alpha)
 
 
 def answer_record(task: str, item: Item, setting: Setting, r: Result | None,

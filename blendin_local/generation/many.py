@@ -5,9 +5,11 @@ views of the pair's models (``Engine.sequences``), so each answer has its own KV
 them share one llama.cpp context per model. The scheduler advances every active answer to its next
 evaluation request, then runs the requests of all answers together: one batched decode per model
 (the guide's catch-ups first, since the answers waiting on them also need the base next). An answer
-that ends frees its slot (its KV cleared) and the next waiting conversation takes it (continuous
-batching). A method whose step source evaluates by itself (``MethodSpec.driven`` unset), or a pair
-without sequence views, runs one answer at a time instead, with the same interface.
+that ends frees its slot and the next waiting conversation takes it (continuous batching): a slot
+is cleared first, or, for an answer with ``reuse_cache`` (serve), a free slot whose KV its prompt
+continues is taken and only the rest is evaluated. A method whose step source evaluates by itself
+(``MethodSpec.driven`` unset), or a pair without sequence views, runs one answer at a time
+instead, with the same interface.
 
 Where the driving model is on a server (spec §10), the server batches: up to ``batch`` worker
 threads each run an ordinary ``Generation`` (:class:`_InFlight`), so up to ``batch`` requests are in
@@ -24,15 +26,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines import server_of
-from ..engines.base import Engine, Eval, group_of, run_evals, sequences_of
+from ..engines.base import Engine, Eval, common_prefix_len, group_of, run_evals, sequences_of
 from ..engines.remote.engine import RemoteError
 from ..errors import BlendinError, ContextOverflowError, UsageError
-from ..pair import ModelPair
+from ..pair import ModelPair, prompt_for
 from ..prompts import Conversation
 from ..settings import GenerationSettings
 from .generate import Generation
@@ -66,16 +68,19 @@ def fitting_batch(pair: ModelPair, want: int = DEFAULT_BATCH) -> int:
     return want
 
 
-def pair_sequences(pair: ModelPair, n: int) -> list[ModelPair] | None:
-    """``n`` pairs of sequence views (one slot each) of ``pair``'s models, or None where a model
-    has no multi-sequence context."""
-    roles = {"base": pair.base, "guide": pair.guide, "anti": pair.anti}
-    views: dict[str, list[Engine] | None] = {}
-    for role, engine in roles.items():
-        if engine is not None:
-            views[role] = sequences_of(engine, n)
-            if views[role] is None:
+def pair_sequences(pair: ModelPair, n: int,
+                   roles: Collection[str] = ("base", "guide", "anti")) -> list[ModelPair] | None:
+    """``n`` pairs of sequence views (one slot each) of ``pair``'s models in ``roles`` (the others
+    are left out, so a batch of base-only answers opens no guide context), or None where such a
+    model has no multi-sequence context."""
+    engines = {"base": pair.base, "guide": pair.guide, "anti": pair.anti}
+    views: dict[str, list[Engine]] = {}
+    for role, engine in engines.items():
+        if engine is not None and role in roles:
+            seqs = sequences_of(engine, n)
+            if seqs is None:
                 return None
+            views[role] = seqs
 
     def slot(role: str, i: int) -> Engine | None:
         seqs = views.get(role)
@@ -86,44 +91,78 @@ def pair_sequences(pair: ModelPair, n: int) -> list[ModelPair] | None:
 
 
 class GenerationBatch:
-    """Many conversations through one method, up to ``batch`` decoded together.
+    """Many conversations, up to ``batch`` decoded together.
 
+    ``settings`` is one for all, or one per conversation (an eval's whole grid runs as one batch,
+    so that one setting's last long answers share decodes with the next setting's first ones).
     Iterate it for ``(index, Step)`` pairs as they are made (answers interleave), or call
     :meth:`run` for the results in input order; :meth:`stream` also yields a :class:`Finished`
-    as each answer completes. ``note`` says why it runs one answer at a time, where it does.
+    as each answer completes. ``note`` says which answers run one at a time, and why.
     """
 
     def __init__(self, pair: ModelPair, conversations: Sequence[Conversation],
-                 settings: GenerationSettings, *, batch: int) -> None:
+                 settings: GenerationSettings | Sequence[GenerationSettings], *,
+                 batch: int) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
         self.pair = pair
         self.conversations = list(conversations)
-        self.settings = settings
+        if isinstance(settings, GenerationSettings):
+            self.job_settings = [settings] * len(self.conversations)
+        else:
+            self.job_settings = list(settings)
+            if len(self.job_settings) != len(self.conversations):
+                raise ValueError("one settings per conversation, or one for all")
+        self.settings = self.job_settings[0] if self.job_settings else GenerationSettings()
         self.batch = batch
         self.results: list[Result | None] = [None] * len(self.conversations)
         self.errors: list[Exception | None] = [None] * len(self.conversations)
-        self.note = ""
-        probe = Generation(pair, self.conversations[0], settings) if self.conversations else None
-        self._slots: list[ModelPair] | None = None
-        self._in_flight: _InFlight | None = None
-        if probe is not None:
-            driver = pair.base if probe.spec.drives == "base" else pair.guide
-            stateless = driver is not None and not driver.capabilities.kv_cache  # on a server
-            if stateless and batch > 1 and len(self.conversations) > 1:
-                self._in_flight = _InFlight.of(self, min(batch, len(self.conversations)))
-                if self._in_flight is None:
-                    self.note = "a local model has no multi-sequence context: one answer at a time"
-            elif not probe.batches:
-                self.note = (f"method {settings.method} (support {settings.support}) evaluates by "
-                             "itself: one answer at a time")
-            else:
-                self._slots = pair_sequences(pair, min(batch, len(self.conversations)))
-                if self._slots is None:
-                    self.note = "a model has no multi-sequence context (a server): one answer at a time"
         self._cancelled = False
         self._active_gens: list[Generation] = []
         self._scheduler: _Scheduler | None = None
+        self._slots: list[ModelPair] | None = None
+        self._in_flight: _InFlight | None = None
+        notes: list[str] = []
+        roles: set[str] = set()  # the models the scheduled answers run
+        self._scheduled, self._flying, self._alone = self._classify(notes, roles)
+        if self._scheduled:
+            self._slots = pair_sequences(pair, min(batch, len(self._scheduled)), roles)
+            if self._slots is None:
+                notes.append("a model has no multi-sequence context (a server): one answer at a time")
+                self._alone, self._scheduled = sorted(self._alone + self._scheduled), []
+        if self._flying:
+            self._in_flight = _InFlight.of(self, min(batch, len(self._flying)), self._flying)
+            if self._in_flight is None:
+                notes.append("a local model has no multi-sequence context: one answer at a time")
+                self._alone, self._flying = sorted(self._alone + self._flying), []
+        self.note = "; ".join(notes)
+
+    def _classify(self, notes: list[str], roles: set[str]) -> tuple[list[int], list[int], list[int]]:
+        """Indices of the answers for the scheduler (local driving model, a driven step source),
+        for requests in flight (a driving model on a server) and to run one at a time; adds the
+        scheduled answers' model roles to ``roles``."""
+        scheduled: list[int] = []
+        flying: list[int] = []
+        alone: list[int] = []
+        kinds: dict[GenerationSettings, list[int]] = {}
+        for first in _firsts(range(len(self.conversations)), self.job_settings):
+            s = self.job_settings[first]
+            probe = Generation(self.pair, self.conversations[first], s)
+            driver = self.pair.base if probe.spec.drives == "base" else self.pair.guide
+            if driver is not None and not driver.capabilities.kv_cache:  # on a server
+                many = self.batch > 1 and len(self.conversations) > 1
+                kinds[s] = flying if many else alone
+            elif probe.batches:
+                kinds[s] = scheduled
+                roles.update(probe.spec.roles)
+            else:
+                kinds[s] = alone
+                if self.batch > 1:
+                    notes.append(f"method {s.method} (support {s.support}) evaluates by itself: "
+                                 "one answer at a time")
+        for i, s in enumerate(self.job_settings):
+            kinds[s].append(i)
+        return scheduled, flying, alone
 
     @property
     def batched(self) -> bool:
@@ -154,20 +193,22 @@ class GenerationBatch:
     def stream(self) -> Iterator[Event]:
         if self._in_flight is not None:
             yield from self._in_flight.run()
-            return
-        if self._slots is None:
-            yield from self._one_at_a_time()
-            return
-        waiting = deque((i, conv, self.settings) for i, conv in enumerate(self.conversations))
+        if self._slots is not None:
+            yield from self._schedule(self._slots)
+        yield from self._one_at_a_time(self._alone)
+
+    def _schedule(self, slots: list[ModelPair]) -> Iterator[Event]:
+        waiting = deque((i, self.conversations[i], self.job_settings[i]) for i in self._scheduled)
 
         def take() -> Work | None:
             return waiting.popleft() if waiting and not self._cancelled else None
 
-        self._scheduler = _Scheduler(self._slots, take)
+        self._scheduler = _Scheduler(slots, take)
         for event in self._scheduler.run():
             if isinstance(event, Finished):
                 self.results[event.index], self.errors[event.index] = event.result, event.error
             yield event
+        self._scheduler = None
 
     def _finish(self, index: int, gen: Generation, error: BlendinError | None) -> Finished:
         if error is None:
@@ -175,11 +216,11 @@ class GenerationBatch:
         self.errors[index] = error
         return Finished(index, self.results[index], error)
 
-    def _one_at_a_time(self) -> Iterator[Event]:
-        for index, conv in enumerate(self.conversations):
+    def _one_at_a_time(self, indices: list[int]) -> Iterator[Event]:
+        for index in indices:
             if self._cancelled:
                 return
-            gen = Generation(self.pair, conv, self.settings)
+            gen = Generation(self.pair, self.conversations[index], self.job_settings[index])
             self._active_gens = [gen]
             try:
                 for step in gen:
@@ -188,6 +229,24 @@ class GenerationBatch:
                 yield self._finish(index, gen, exc)
                 continue
             yield self._finish(index, gen, None)
+
+
+def _firsts(indices: Iterable[int], settings: Sequence[GenerationSettings]) -> list[int]:
+    """The first index of each distinct settings among ``indices``."""
+    seen: dict[GenerationSettings, int] = {}
+    for i in indices:
+        seen.setdefault(settings[i], i)
+    return list(seen.values())
+
+
+@dataclass
+class SlotMemory:
+    """The scheduler's slots between its runs, for a caller whose slots keep their KV (serve):
+    the free ones, free longest first, and each kept slot's last prompt length (its driving
+    model's tokens), by which a new prompt that continues it is recognised."""
+
+    free: list[int]
+    prompts: dict[int, int] = field(default_factory=dict)
 
 
 class _Scheduler:
@@ -202,11 +261,13 @@ class _Scheduler:
     """
 
     def __init__(self, slots: list[ModelPair], take: Callable[[], Work | None], *,
-                 started: Callable[[int, Generation], None] | None = None) -> None:
+                 started: Callable[[int, Generation], None] | None = None,
+                 memory: SlotMemory | None = None) -> None:
         self.slots = slots
         self.take = take
         self.started = started
-        self.free = list(range(len(slots)))
+        self.memory = memory or SlotMemory(list(range(len(slots))))
+        self.free = self.memory.free
         self.active: dict[int, tuple[int, Generation, Generator[Step | Eval, None, None]]] = {}
         self.pending: dict[int, Eval] = {}
         # each slot's driving model (the base, or the guide for the guide baseline), by group key
@@ -252,7 +313,7 @@ class _Scheduler:
             if work is None:
                 return
             index, conv, settings = work
-            slot = self.free.pop(0)
+            slot = self._free_slot(conv, settings)
             pair = self.slots[slot]
             try:
                 gen = Generation(pair, conv, settings)
@@ -267,6 +328,28 @@ class _Scheduler:
             if self.started is not None:
                 self.started(index, gen)
             yield from self._resume(slot, None)
+
+    def _free_slot(self, conv: Conversation, settings: GenerationSettings) -> int:
+        """A free slot for a new answer: with ``reuse_cache``, one whose KV the new prompt
+        continues (it starts with that slot's whole previous prompt: a chat's next turn finds its
+        history, and another chat with the same system prompt does not evict it) where there is
+        one, the longest shared first; else the one free longest."""
+        if settings.reuse_cache and len(self.free) > 1:
+            def shared(slot: int) -> int:
+                pair = self.slots[slot]
+                engine = pair.base if pair.base is not None else pair.guide
+                previous = self.memory.prompts.get(slot)
+                if engine is None or previous is None:
+                    return 0
+                prompt = prompt_for(engine, conv, role="base" if engine is pair.base else "guide")
+                n = common_prefix_len(engine.tokens, engine.tokenize(prompt.text, add_bos=prompt.add_bos))
+                return n if n >= previous else 0
+
+            best = max(self.free, key=shared)
+            if shared(best):
+                self.free.remove(best)
+                return best
+        return self.free.pop(0)
 
     def _resume(self, slot: int, error: Exception | None) -> Iterator[Event]:
         """Advance one answer to its next request (or its end), yielding its steps."""
@@ -283,9 +366,13 @@ class _Scheduler:
         except Exception as exc:  # noqa: BLE001 - this answer's own failure (a prompt too long…)
             finished = Finished(index, None, exc)
         del self.active[slot]
-        for engine in (self.slots[slot].base, self.slots[slot].guide, self.slots[slot].anti):
-            if engine is not None:
-                engine.rollback(0)  # free the slot's KV for the next conversation
+        if gen.settings.reuse_cache and finished.error is None:  # the next answer may reuse its KV
+            self.memory.prompts[slot] = gen.prompt_tokens
+        else:
+            self.memory.prompts.pop(slot, None)
+            for engine in (self.slots[slot].base, self.slots[slot].guide, self.slots[slot].anti):
+                if engine is not None:
+                    engine.rollback(0)
         self.free.append(slot)
         yield finished
 
@@ -346,13 +433,14 @@ class _InFlight:
     ordinary ``Generation``s one after another (see the module docstring). Steps reach the caller
     through one queue; results are kept in input order by the owner."""
 
-    def __init__(self, owner: GenerationBatch, make_slot: list[Any]) -> None:
+    def __init__(self, owner: GenerationBatch, make_slot: list[Any], indices: list[int]) -> None:
         self.owner = owner
         self.make_slot = make_slot  # per slot: a function making a fresh pair for one answer
+        self.indices = indices  # the owner's answers this runs
         self.closed = threading.Event()
 
     @classmethod
-    def of(cls, owner: GenerationBatch, n: int) -> _InFlight | None:
+    def of(cls, owner: GenerationBatch, n: int, indices: list[int]) -> _InFlight | None:
         """Slots for ``n`` workers, or None where a local model has no sequence views."""
         pair = owner.pair
         closed = threading.Event()
@@ -381,15 +469,15 @@ class _InFlight:
                                      anti=engine_for("anti", pair.anti, i),
                                      projection=pair.projection)
 
-        runner = cls(owner, [maker(i) for i in range(n)])
+        runner = cls(owner, [maker(i) for i in range(n)], indices)
         runner.closed = closed
         return runner
 
     def run(self) -> Iterator[Event]:
         owner = self.owner
         waiting: queue.Queue[tuple[int, Conversation]] = queue.Queue()
-        for item in enumerate(owner.conversations):
-            waiting.put(item)
+        for index in self.indices:
+            waiting.put((index, owner.conversations[index]))
         events: queue.Queue[Any] = queue.Queue()
         gens: dict[int, Generation] = {}
         lock = threading.Lock()
@@ -402,7 +490,7 @@ class _InFlight:
                         index, conv = waiting.get_nowait()
                     except queue.Empty:
                         return
-                    gen = Generation(self.make_slot[slot](), conv, owner.settings)
+                    gen = Generation(self.make_slot[slot](), conv, owner.job_settings[index])
                     with lock:
                         gens[index] = gen
                         owner._active_gens = list(gens.values())
@@ -481,8 +569,10 @@ def _key(engine: Engine) -> int:
 
 
 def generate_many(pair: ModelPair, conversations: Sequence[Conversation],
-                  settings: GenerationSettings, *, batch: int = 8) -> GenerationBatch:
-    """Answer many conversations with one method, ``batch`` of them decoded together.
+                  settings: GenerationSettings | Sequence[GenerationSettings], *,
+                  batch: int = 8) -> GenerationBatch:
+    """Answer many conversations (one settings for all, or one per conversation), ``batch`` of
+    them decoded together.
 
     Iterate the returned :class:`GenerationBatch` for ``(index, Step)`` pairs, or call ``.run()``
     for the :class:`Result` of each conversation in input order. With greedy settings each answer

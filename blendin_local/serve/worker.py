@@ -4,7 +4,8 @@ llama.cpp contexts are not thread-safe and a pair's KV caches are shared state, 
 generation runs on this one thread. With ``parallel`` 1 the jobs run one after the other on the
 pair (KV reuse across requests). With ``parallel`` N > 1 they run on the many-answers scheduler
 (``many._Scheduler``) over N slots (sequence views of the pair's models): a waiting job takes a
-free slot at the next step, a cancelled one frees its slot at its next token, and a failing one
+free slot at the next step (with KV reuse, a slot whose cache its prompt continues: a chat's next
+turn finds its history there), a cancelled one frees its slot at its next token, and a failing one
 ends alone. A job whose method cannot batch (``nudging``, ``top100``, ``--compat paper``) waits
 until the running ones finish and then runs alone on the pair. Requests wait their turn in the
 queue either way. Each job streams its events back to the asyncio loop of the request that
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..errors import BlendinError
 from ..generation.generate import Generation, generate
-from ..generation.many import Finished, Work, _Scheduler, pair_sequences
+from ..generation.many import Finished, SlotMemory, Work, _Scheduler, pair_sequences
 from ..pair import ModelPair
 from ..prompts import Conversation
 from ..settings import GenerationSettings
@@ -90,6 +91,7 @@ class DecodeWorker:
             self._slots = pair_sequences(pair, parallel)
             if self._slots is None:
                 self.note = "a model has no multi-sequence context (a server)"
+        self._memory = SlotMemory(list(range(self.parallel)))  # slots across scheduler runs
         self._jobs: dict[int, Job] = {}  # key -> job running on the scheduler
         self._keys = 0
         self._first: Job | None = None  # the job that starts the next scheduler run
@@ -107,8 +109,9 @@ class DecodeWorker:
         if self._slots is None:
             return f"parallel: one request at a time ({self.note or 'asked for'})"
         alone = [m for m in models if not self._method_batches(defaults, m)]
-        line = (f"parallel: up to {self.parallel} requests decode together, each from an empty KV "
-                "cache (no reuse across requests)")
+        reuse = ("a request takes a slot whose KV cache its prompt continues"
+                 if defaults.reuse_cache else "each from an empty KV cache")
+        line = f"parallel: up to {self.parallel} requests decode together, {reuse}"
         if alone:
             line += f"; one at a time, once the others end: {', '.join(alone)}"
         return line + " (and any request whose method or support cannot batch)"
@@ -190,8 +193,9 @@ class DecodeWorker:
                 return None
             self._keys += 1
             self._jobs[self._keys] = job
-            # A slot starts from an empty KV cache and is cleared when its answer ends.
-            return self._keys, job.conv, replace(job.settings, reuse_cache=False)
+            # With reuse_cache (no --fresh-cache) the scheduler gives the job the free slot whose
+            # KV shares the longest prefix with its prompt (a chat's history), else a cleared one.
+            return self._keys, job.conv, job.settings
         return None
 
     def _started(self, key: int, gen: Generation) -> None:
@@ -213,10 +217,12 @@ class DecodeWorker:
                 for engine in (slot.base, slot.guide, slot.anti):
                     if engine is not None:
                         engine.rollback(0)
+            self._memory = SlotMemory(list(range(len(slots))))
 
     def _route(self, slots: list[ModelPair]) -> None:
         """Run the scheduler and hand each event to its job."""
-        for event in _Scheduler(slots, self._take, started=self._started).run():
+        for event in _Scheduler(slots, self._take, started=self._started,
+                                memory=self._memory).run():
             if isinstance(event, Finished):
                 job = self._jobs.pop(event.index)
                 if event.error is None:

@@ -242,9 +242,33 @@ def test_a_method_that_cannot_batch_runs_alone_between_batches(
     assert [s.text for s in streams] == sequential[:4]
     assert odd.status == 200 and odd.text == alone([nudging])[0]
     start = [r.message for r in caplog.records if r.message.startswith("parallel:")]
-    assert start == ["parallel: up to 4 requests decode together, each from an empty KV cache (no "
-                     "reuse across requests); one at a time, once the others end: nudging (and any "
-                     "request whose method or support cannot batch)"]
+    assert start == ["parallel: up to 4 requests decode together, each from an empty KV cache; one "
+                     "at a time, once the others end: nudging (and any request whose method or "
+                     "support cannot batch)"]
+
+
+def test_a_followup_turn_takes_the_slot_holding_its_history() -> None:
+    """With KV reuse, each chat's second turn runs on the slot its first turn left its KV in,
+    whichever slots the other chats took meanwhile, and answers as a lone --parallel 1 server."""
+    pair, _ = slow_pair(4)
+    reuse = ServeConfig(defaults=GenerationSettings(max_tokens=6, reuse_cache=True),
+                        api_key=API_KEY, parallel=4)
+    chats = [[{"role": "user", "content": f"the a b {i} c"}] for i in range(3)]
+    with running(create_app(pair, reuse)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+
+        def ask(messages: list[dict[str, str]]) -> Any:
+            return client.chat.completions.create(model="blendin", messages=messages)
+
+        first = [ask(m) for m in chats]
+        turn2 = [[*m, {"role": "assistant", "content": r.choices[0].message.content},
+                  {"role": "user", "content": "b c"}] for m, r in zip(chats, first, strict=True)]
+        second = [ask(m) for m in reversed(turn2)][::-1]  # the last chat's slot is asked first
+    for r1, r2 in zip(first, second, strict=True):
+        cached = r2.usage.prompt_tokens_details.cached_tokens
+        assert r1.usage.prompt_tokens - 2 <= cached < r2.usage.prompt_tokens
+    assert [r.choices[0].message.content for r in second] == alone(
+        [{"model": "blendin", "messages": m, "max_tokens": 6} for m in turn2])
 
 
 class Limited(FakeEngine):
