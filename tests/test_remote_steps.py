@@ -194,7 +194,7 @@ def test_positions_per_s_of_one_token_requests_is_one_over_the_first_wait():
 
 def test_the_clock_caps_from_what_it_measured():
     clock = ServerClock()
-    assert clock.cap(16, guided=True, waits=True) == 4  # nothing measured: the first chunk
+    assert clock.cap(16, guided=True, waits=True) == 2  # nothing measured: a 2-token probe
     assert clock.cap(16, guided=False, waits=True) == 16  # unguided: no unsure position to waste on
     clock.firsts.extend([0.100] * 3)
     clock.gaps.extend([0.110] * 3)

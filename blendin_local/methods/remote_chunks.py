@@ -23,6 +23,7 @@ IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (R
 DRAIN = 3  # at most this many tokens left in a chunk: read them rather than close (server on this machine)
 READ_ON = 0.4  # share of drained rests the blend reads on (the base's token kept: 12/28, 29/64 measured)
 UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and its weight in positions
+PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
 PROBE_EVERY = 16  # requests without a streamed step measured before one 2-token request measures it
 
 
@@ -172,15 +173,16 @@ class ServerClock:
         return Costs(first, self.step_s, max(0.0, after - first), unsure, waits)
 
     def cap(self, limit: int, *, guided: bool, waits: bool) -> int:
-        """The chunk size the measured costs call for (:func:`best_chunk`); ``FIRST_CHUNK`` (or
-        ``limit`` unguided) before anything is measured, and a 2-token probe now and then where
-        1-token requests would never measure a streamed step again."""
+        """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
+        measured a 2-token probe (``limit`` unguided), and the probe again now and then where
+        1-token requests would never measure a streamed step. (A larger first guess costs the
+        whole answer: the request bound's K is the largest chunk it asked.)"""
         costs = self.costs(guided=guided, waits=waits)
         if costs is None:
-            return limit if not guided else min(FIRST_CHUNK, limit)
+            return limit if not guided else min(PROBE, limit)
         k = best_chunk(costs, limit)
         if k == 1 and self.since_gap >= PROBE_EVERY:
-            return min(2, limit)
+            return min(PROBE, limit)
         return k
 
 
