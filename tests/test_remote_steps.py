@@ -199,7 +199,7 @@ def test_the_clock_caps_from_what_it_measured():
     clock.firsts.extend([0.100] * 3)
     clock.gaps.extend([0.110] * 3)
     assert clock.cap(16, guided=True, waits=True) == 1
-    clock.since_gap = 16  # 1-token requests measure no streamed step: one 2-token probe now and then
+    clock.since_gap = 128  # 1-token requests measure no streamed step: one 2-token probe now and then
     assert clock.cap(16, guided=True, waits=True) == 2
     clock.firsts.clear()
     clock.firsts.extend([0.060] * 3)  # a 50 ms round trip appears

@@ -24,7 +24,8 @@ DRAIN = 3  # at most this many tokens left in a chunk: read them rather than clo
 READ_ON = 0.4  # share of drained rests the blend reads on (the base's token kept: 12/28, 29/64 measured)
 UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and its weight in positions
 PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
-PROBE_EVERY = 16  # requests without a streamed step measured before one 2-token request measures it
+PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token probe: rare, since a
+#                    probe makes K = 2 the bound of its whole answer (about 1 request in 5 then 2 tokens)
 
 
 @dataclass(frozen=True)
