@@ -1,6 +1,6 @@
-"""The remote base's request policy (``methods.remote_steps``): how many tokens each request asks for
-(:class:`ChunkSizer`) and how long a server sharing the machine is left to finish after a close
-(:class:`ServerClock`). Pure: no server, no clock."""
+"""The remote base's request policy (``methods.remote_chunks``): how many tokens each request asks for
+(:class:`ChunkSizer`, :func:`best_chunk` from measured costs) and how long a server sharing the
+machine is left to finish after a close (:class:`ServerClock`). Pure: no server, no clock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import random
 import pytest
 
 from blendin_local.engines.remote.engine import is_loopback
-from blendin_local.methods.remote_steps import ChunkSizer, ServerClock
+from blendin_local.methods.remote_chunks import (
+    ChunkSizer,
+    Costs,
+    ServerClock,
+    best_chunk,
+    clock_for,
+    positions_per_s,
+)
 
 
 def simulate(sizer: ChunkSizer, runs: list[int], tokens: int) -> tuple[list[int], int]:
@@ -108,3 +115,113 @@ def test_settle_with_a_round_trip_waits_for_the_close_to_reach_the_server():
 ])
 def test_a_loopback_server_shares_the_machine(url, local):
     assert is_loopback(url) is local
+
+
+def simulate_caps(sizer: ChunkSizer, runs: list[int], tokens: int, caps: list[int]) -> tuple[list[int], int]:
+    """``simulate`` with the costs' cap changing at every request (``caps`` cycled)."""
+    asked, index, interventions, pending = [], 0, 0, list(runs)
+    run = pending.pop(0) if pending else tokens
+    while index < tokens:
+        k = sizer.ask(index, tokens - index, caps[len(asked) % len(caps)])
+        asked.append(k)
+        if run < k:
+            index += run + 1
+            interventions += 1
+            sizer.intervened()
+            run = pending.pop(0) if pending else tokens
+        else:
+            index += k
+            run -= k
+            sizer.ran_out()
+    return asked, interventions
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_bound_holds_with_k_the_largest_chunk_asked_whatever_the_caps(seed):
+    """Costs may call for another size at every request: K only grows while the bound with it holds."""
+    rng = random.Random(seed)
+    mean = rng.choice([1, 3, 5, 12, 40])
+    runs = [int(rng.expovariate(1 / mean)) for _ in range(200)]
+    tokens = rng.choice([24, 128, 300])
+    caps = [rng.choice([1, 2, 3, 4, 8, 16]) for _ in range(rng.randint(1, 12))]
+    asked, interventions = simulate_caps(ChunkSizer(16), runs, tokens, caps)
+    assert len(asked) <= interventions + math.ceil(tokens / max(asked)) + 1
+
+
+def test_a_cap_of_one_is_the_per_token_loop_and_the_bound_then_keeps_k_at_one():
+    asked, _ = simulate_caps(ChunkSizer(16), [0, 3, 1, 7], 20, [1])
+    assert asked == [1] * 20
+    # a cap that grows later: K grows only as far as the bound with it allows (no slack: stays 1)
+    asked, _ = simulate_caps(ChunkSizer(16), [], 20, [1, 1, 1, 16])
+    assert max(asked) == 1
+
+
+def test_a_cap_grows_after_interventions_earn_slack():
+    # every other request an intervention: the bound's slack lets K grow to the cap
+    asked, _ = simulate_caps(ChunkSizer(16), [0, 0, 0, 30], 40, [1, 1, 1, 16])
+    assert asked[:3] == [1, 1, 1]
+    assert max(asked) > 1
+
+
+LOOPBACK_SHARED = Costs(first_s=0.100, step_s=0.110, close_s=0.15, unsure=0.2, waits=True)
+
+
+def test_cheap_requests_on_shared_cores_ask_one_or_two_tokens():
+    """RTT ~0, a request costs about a streamed step: a closed or drained chunk only wastes."""
+    assert best_chunk(LOOPBACK_SHARED, 16) == 1
+    cheaper_stream = Costs(first_s=0.100, step_s=0.080, close_s=0.15, unsure=0.2, waits=True)
+    assert best_chunk(cheaper_stream, 16) <= 2
+
+
+def test_a_long_round_trip_asks_the_expected_run_and_more():
+    """50 ms of round trip against 10 ms per token, runs of ~4: one request per run and beyond."""
+    far = Costs(first_s=0.060, step_s=0.010, close_s=0.0, unsure=0.2, waits=False)
+    assert best_chunk(far, 16) == 16  # a server elsewhere: a closed stream costs the client nothing
+    far_shared = Costs(first_s=0.060, step_s=0.010, close_s=0.0, unsure=0.2, waits=True)
+    assert 4 <= best_chunk(far_shared, 16) <= 16
+
+
+def test_no_unsure_positions_ask_the_largest_chunk_unless_streaming_is_slower():
+    never = Costs(first_s=0.020, step_s=0.010, close_s=0.0, unsure=0.0, waits=True)
+    assert best_chunk(never, 16) == 16
+    slow_stream = Costs(first_s=0.010, step_s=0.020, close_s=0.0, unsure=0.0, waits=True)
+    assert best_chunk(slow_stream, 16) == 1
+
+
+def test_positions_per_s_of_one_token_requests_is_one_over_the_first_wait():
+    assert positions_per_s(LOOPBACK_SHARED, 1) == pytest.approx(10.0)
+
+
+def test_the_clock_caps_from_what_it_measured():
+    clock = ServerClock()
+    assert clock.cap(16, guided=True, waits=True) == 2  # nothing measured: a 2-token probe
+    assert clock.cap(16, guided=False, waits=True) == 16  # unguided: no unsure position to waste on
+    clock.firsts.extend([0.100] * 3)
+    clock.gaps.extend([0.110] * 3)
+    assert clock.cap(16, guided=True, waits=True) == 1
+    clock.since_gap = 128  # 1-token requests measure no streamed step: one 2-token probe now and then
+    assert clock.cap(16, guided=True, waits=True) == 2
+    clock.firsts.clear()
+    clock.firsts.extend([0.060] * 3)  # a 50 ms round trip appears
+    clock.gaps.clear()
+    clock.gaps.extend([0.010] * 3)
+    assert clock.cap(16, guided=True, waits=False) == 16
+
+
+def test_a_request_after_a_closed_stream_counts_its_extra_wait_as_the_close_s_cost():
+    clock = ServerClock()
+    clock.firsts.extend([0.050] * 3)
+    clock.gaps.extend([0.010] * 3)
+    clock.firsts_after_close.extend([0.250] * 3)
+    costs = clock.costs(guided=True, waits=False)
+    assert costs is not None and costs.close_s == pytest.approx(0.200)
+
+
+def test_one_clock_per_model_and_route():
+    class Model:
+        pass
+
+    a, b = Model(), Model()
+    assert clock_for(a, "u") is clock_for(a, "u")
+    assert clock_for(a, "u") is not clock_for(a, "v")
+    assert clock_for(a, "u") is not clock_for(b, "u")

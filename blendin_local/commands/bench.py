@@ -34,7 +34,7 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
 
     methods = [bench["method"]]
     kwargs = {"chunk": opts["remote_chunk"], "max_tokens": bench["max_tokens"], "rounds": bench["rounds"],
-              "rtts": bench["rtts"], "method": bench["method"]}
+              "rtts": bench["rtts"], "method": bench["method"], "questions": bench["questions"]}
     with native_servers(opts, native) if native else nullcontext(opts) as served:
         report = run_remote_bench(pair_from_options(served, methods), **kwargs)
     cores = split_cores() if pin else None
@@ -74,9 +74,11 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
                    "on the others, as on two machines.")
 @click.option("--remote-method", type=click.Choice(["blendin", "nudging"]), default="blendin",
               show_default=True, help="Remote bench: BlendIn top-100, or nudging.")
+@click.option("--questions", type=click.IntRange(1, 6), default=6, show_default=True,
+              help="Remote bench: the first N of its six questions.")
 def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool,
                   remote_native: str | None, throughput: bool, rtts: tuple[float, ...],
-                  pin_server: bool, remote_method: str, **opts: Any) -> None:
+                  pin_server: bool, remote_method: str, questions: int, **opts: Any) -> None:
     """Speed and memory of every method against spec §8's targets, measured in one run.
 
     With the base on a server (--base URL#MODEL, or --remote-native): our chunked requests
@@ -98,7 +100,8 @@ def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool
             raise UsageError("--chat runs on local models only")
         if pin_server and not remote_native:
             raise UsageError("--pin-server needs --remote-native (a server this run starts)")
-        bench = {"max_tokens": max_tokens, "rounds": rounds, "rtts": rtts, "method": remote_method}
+        bench = {"max_tokens": max_tokens, "rounds": rounds, "rtts": rtts, "method": remote_method,
+                 "questions": questions}
         remote_report = _remote_bench(opts, remote_native, pin_server, bench)
         if as_json:
             click.echo(json.dumps(remote_report, indent=2))

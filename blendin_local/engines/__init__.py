@@ -6,8 +6,6 @@ it which kind a model name denotes. ``base`` holds the interfaces every kind imp
 
 from __future__ import annotations
 
-from typing import TypeGuard
-
 from ..registry import collect
 from .base import Capabilities, Engine, EngineKind, Position, Scorer
 from .remote.engine import RemoteModel
@@ -37,11 +35,5 @@ def servers(*engines: object) -> list[RemoteModel]:
     return [e for e in engines if isinstance(e, RemoteModel)]
 
 
-def is_remote(engine: object) -> TypeGuard[RemoteModel]:
-    """Deprecated: choose by ``engine.capabilities`` (or :func:`server_of` for server-only API).
-    Kept while branches written against it are merged; nothing here calls it."""
-    return isinstance(engine, RemoteModel)
-
-
-__all__ = ["KINDS", "Capabilities", "Engine", "EngineKind", "Position", "Scorer", "is_remote", "kind_of",
+__all__ = ["KINDS", "Capabilities", "Engine", "EngineKind", "Position", "Scorer", "kind_of",
            "server_of", "servers"]

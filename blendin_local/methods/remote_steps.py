@@ -8,17 +8,15 @@ its streamed chunk is accepted token by token; at the first position whose top-1
 γ the stream is closed and the guide is asked about that same position (the base's distribution there
 is the one already streamed: no extra request); the next base request starts after the chosen text.
 
-How many tokens each request asks for is :class:`ChunkSizer`'s one decision, and a server on this
-machine is left to finish the token it has in flight before a local model runs (:class:`ServerClock`).
+How many tokens each request asks for is :class:`ChunkSizer`'s one decision, from the server's costs
+as measured (:mod:`remote_chunks`), and a server on this machine is left to finish the token it has
+in flight before a local model runs (:class:`ServerClock`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import statistics
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
@@ -31,87 +29,13 @@ from ..generation.steps import Provenance, Step, StopReason
 from ..pair import prompt_for
 from .gate import gate_open
 from .guide_side import GuideView, guide_view
+from .remote_chunks import DRAIN, ChunkSizer, ServerClock, clock_for
 from .strings import TOP, string_intervention, string_overlaps
 from .top100 import sampled, string_pick
 
 
 def _text(y: bytes) -> str:
     return y.decode("utf-8", errors="replace")
-
-
-FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's runs average ~4)
-IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
-DRAIN = 3  # at most this many tokens left in a chunk: read them rather than close (server on this machine)
-
-
-@dataclass
-class ChunkSizer:
-    """How many tokens each base request of one answer asks for (a pure policy).
-
-    A stream closed at an unsure position leaves the server decoding up to ``IN_FLIGHT`` tokens that
-    nobody reads, on a machine it may share with the guide; a chunk used up costs one more request.
-    So after an intervention ask for ``first`` tokens and double while chunks are used up, up to
-    ``largest`` (``--remote-chunk``). The request bound, interventions + ⌈tokens / largest⌉ + 1, holds
-    by construction: ``credit`` is what the bound still allows, and a chunk is never so small that
-    using it up would leave the next request over the bound."""
-
-    largest: int
-    first: int = FIRST_CHUNK
-    requests: int = 0
-    interventions: int = 0
-    size: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.size = min(self.first, self.largest)
-
-    def credit(self, tokens: int) -> float:
-        """Requests the bound allows beyond those sent, ``tokens`` into the answer."""
-        return 1 + self.interventions + tokens / self.largest - self.requests
-
-    def ask(self, tokens: int, left: int) -> int:
-        """The next request's size, ``tokens`` into the answer with ``left`` to go (counts it)."""
-        # used up, this chunk must earn the next request: credit - 1 + k / largest >= 1
-        need = math.ceil(self.largest * (2 - self.credit(tokens)) - 1e-9)
-        self.requests += 1
-        return max(1, min(max(self.size, need), self.largest, left))
-
-    def ran_out(self) -> None:
-        """The last chunk was used up: the base is on a confident run, ask for more."""
-        self.size = min(2 * self.size, self.largest)
-
-    def intervened(self) -> None:
-        """The run ended at an unsure position and the guide chose a token."""
-        self.interventions += 1
-        self.size = min(self.first, self.largest)
-
-
-@dataclass
-class ServerClock:
-    """The base server's pace as the client sees it: seconds between streamed positions, and the
-    wait before a request's first position beyond one position's time (the network's round trip
-    and the server's request overhead)."""
-
-    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
-    firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
-
-    @property
-    def step_s(self) -> float:
-        return statistics.median(self.gaps) if self.gaps else 0.0
-
-    @property
-    def rtt_s(self) -> float:
-        return max(0.0, min(self.firsts) - self.step_s) if self.firsts else 0.0
-
-    def settle_s(self, left_in_chunk: int) -> float:
-        """How long after an unsure position arrived the server is still decoding tokens for a
-        stream closed there: it learns of the close half a round trip later, sees it when it next
-        writes a token, and stops after the token it is then decoding (never past the chunk)."""
-        step = self.step_s
-        if step <= 0 or left_in_chunk <= 0:
-            return 0.0
-        rtt = self.rtt_s
-        seen_after = 1 + math.ceil(rtt / step) if rtt > 0 else IN_FLIGHT
-        return max(0.0, min(left_in_chunk, seen_after) * step - rtt / 2)
 
 
 @dataclass
@@ -129,18 +53,24 @@ class Run:
 class BaseRuns:
     """Streams of a remote base's confident runs: each request starts after the answer so far."""
 
-    def __init__(self, gen: Decoding, logprobs: int) -> None:
+    def __init__(self, gen: Decoding, logprobs: int, *, guided: bool = True) -> None:
+        """``guided``: the run stops at unsure positions (False: ``base``, which never does)."""
         base = gen.pair.base
-        assert isinstance(base, RemoteModel)
+        assert isinstance(base, RemoteModel)  # narrows the type: remote_steps run over a server
         self.gen: Decoding = gen
         self.base: RemoteModel = base
         self.logprobs: int = logprobs
+        self.guided: bool = guided
         self.prompt: str = _text(prompt_for(base, gen.conv, role="base").text)
         self.sizer: ChunkSizer = ChunkSizer(base.chunk_tokens)
-        self.clock: ServerClock = ServerClock()
+        self.clock: ServerClock = clock_for(base, base.routed)
+        self.closed: bool = False  # the last stream was closed with tokens left to decode
 
     def stream(self, extra: bytes, index: int) -> Run:
-        asked = self.sizer.ask(index, self.gen.settings.max_tokens - index)
+        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu)
+        asked = self.sizer.ask(index, self.gen.settings.max_tokens - index, cap)
+        self.base.traffic.largest_chunk = max(self.base.traffic.largest_chunk, asked)
+        self.clock.since_gap += 1
         return Run(self.base.stream(self.prompt + _text(self.gen.output.y + extra), max_tokens=asked,
                                     logprobs=self.logprobs), asked)
 
@@ -158,9 +88,12 @@ class BaseRuns:
             for position in positions:
                 arrived = self._arrived(run, got, arrived)
                 got += 1
+                self.clock.positions += 1
                 if is_unsure(position, index):
+                    self.clock.unsure += 1
                     unsure = position
                     rest = self._drain(positions, run.asked - got)
+                    self.closed = rest is None and got < run.asked
                     break
                 yield base_pick(position, index, time.perf_counter() - t0)
                 index += 1
@@ -191,8 +124,15 @@ class BaseRuns:
 
     def _arrived(self, run: Run, got: int, last: float) -> float:
         now = time.perf_counter()
-        if not run.drained and (got >= 2 or run.timed):
-            (self.clock.gaps if got else self.clock.firsts).append(now - (last if got else run.sent))
+        if run.drained or not (got >= 2 or run.timed):
+            return now
+        if got:
+            self.clock.gaps.append(now - last)
+            self.clock.since_gap = 0
+        else:
+            firsts = self.clock.firsts_after_close if self.closed else self.clock.firsts
+            firsts.append(now - run.sent)
+            self.closed = False
         return now
 
     def _settle(self, arrived: float, left_in_chunk: int) -> None:
@@ -248,7 +188,7 @@ def remote_base_steps(gen: Decoding) -> Iterator[Event]:
     """``base``, and ``blendin``/``ensemble`` over top-100 strings, with the base on a server."""
     s = gen.settings
     guide = guide_view(gen) if s.method != "base" else None
-    runs = BaseRuns(gen, TOP if guide is not None else 1)
+    runs = BaseRuns(gen, TOP if guide is not None else 1, guided=guide is not None)
     interventions = 0
 
     def is_unsure(position: Position, index: int) -> bool:
@@ -299,7 +239,7 @@ def remote_guide_steps(gen: Decoding) -> Iterator[Event]:
     """The ``guide`` method with the guide on a server: its greedy text in chunks of
     ``--remote-chunk`` tokens, one request each, without logprobs (cheap on every server)."""
     guide = gen.pair.guide
-    assert isinstance(guide, RemoteModel)
+    assert isinstance(guide, RemoteModel)  # narrows the type: the guide runs on a server here
     s = gen.settings
     prompt = _text(prompt_for(guide, gen.conv, role="guide").text)
 

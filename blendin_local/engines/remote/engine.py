@@ -86,10 +86,12 @@ class Traffic:
     seconds: float = 0.0
     most_alternatives: int = 0  # the most top-logprob alternatives one position carried
     settle_s: float = 0.0  # of ``seconds``: left to a server on this machine to stop after a close
+    largest_chunk: int = 0  # the most tokens one streamed request asked (the request bound's K)
 
     def to_dict(self) -> dict[str, float]:
+        chunk = {"largest_chunk": self.largest_chunk} if self.largest_chunk else {}
         return {"requests": self.requests, "bytes_received": self.bytes_received,
-                "seconds": round(self.seconds, 4), "settle_seconds": round(self.settle_s, 4)}
+                "seconds": round(self.seconds, 4), "settle_seconds": round(self.settle_s, 4), **chunk}
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -134,6 +136,7 @@ class RemoteModel:
         self.logprob_limit: int | None = None  # learned from the server (a refusal or a silent cap)
         self.last_finish: str | None = None  # the last stream's finish_reason, once it came
         self.name = f"{spec.model}@{spec.url}"
+        self.routed = spec.url  # where requests go (another URL: the server behind a proxy)
         # a server on a loopback address shares this machine's cores (the remote loops let it finish)
         self.shares_cpu: bool = is_loopback(spec.url)
         self.timeout = timeout
@@ -161,6 +164,7 @@ class RemoteModel:
     def route(self, url: str) -> None:
         """Send requests to ``url`` (the same server behind a proxy) from now on."""
         self._client.base_url = httpx.URL(url.rstrip("/") + "/")
+        self.routed = url
 
     @property
     def where(self) -> str:

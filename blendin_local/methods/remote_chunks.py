@@ -1,0 +1,196 @@
+"""How many tokens each request to a remote base asks for, from what requests and streamed tokens
+are measured to cost (a pure policy, used by :class:`remote_steps.BaseRuns`).
+
+A request costs its first position's wait (the round trip, the server's request overhead, one
+decode); every further position of a stream costs one streamed step. A stream that goes past the
+base's next unsure position costs what the server decodes there for nobody: on a server that shares
+this machine the client waits for those tokens (its local guide must not fight the server for the
+cores), and a llama-server slot closed mid-stream delays the next request. So: requests cheap
+against that waste (loopback, shared cores) → ask 1–2 tokens, the per-token protocol at worst; a
+long round trip → ask up to the expected run length and beyond (:func:`best_chunk`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+
+FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's runs average ~4)
+IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
+DRAIN = 3  # at most this many tokens left in a chunk: read them rather than close (server on this machine)
+READ_ON = 0.4  # share of drained rests the blend reads on (the base's token kept: 12/28, 29/64 measured)
+UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and its weight in positions
+PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
+PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token probe: rare, since a
+#                    probe makes K = 2 the bound of its whole answer (about 1 request in 5 then 2 tokens)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What the client has measured of one server: seconds to a request's first position, per
+    further streamed position, extra to the first position of a request sent right after a closed
+    stream; the share of positions that are unsure; whether the client waits for a server sharing
+    its cores to finish what it decodes past an unsure position."""
+
+    first_s: float
+    step_s: float
+    close_s: float
+    unsure: float
+    waits: bool
+
+
+def best_chunk(costs: Costs, limit: int) -> int:
+    """The chunk size in 1..``limit`` with the most positions per second of the client's waiting,
+    positions being unsure independently with probability ``costs.unsure``. Ties go to the smaller
+    chunk (fewer tokens decoded for nobody)."""
+    best, best_rate = 1, 0.0
+    for k in range(1, limit + 1):
+        rate = positions_per_s(costs, k)
+        if rate > best_rate * (1 + 1e-9):
+            best, best_rate = k, rate
+    return best
+
+
+def positions_per_s(costs: Costs, k: int) -> float:
+    """Expected positions per second of waiting for requests of ``k`` tokens."""
+    q, step = costs.unsure, costs.step_s
+    positions = seconds = 0.0
+    for i in range(1, k + 1):  # the first unsure position is the i-th: the rest of the chunk is waste
+        p = (1 - q) ** (i - 1) * q
+        positions += p * i
+        seconds += p * (costs.first_s + (i - 1) * step + _waste_s(costs, k - i))
+    p = (1 - q) ** k  # every position confident: the chunk is used up
+    positions += p * k
+    seconds += p * (costs.first_s + (k - 1) * step)
+    return positions / seconds if seconds > 0 else float(k)
+
+
+def _waste_s(costs: Costs, left: int) -> float:
+    """The client's cost of a chunk with ``left`` tokens past its unsure position (see ``BaseRuns``:
+    on shared cores at most ``DRAIN`` left are read to the end, more are closed and waited for)."""
+    if left <= 0:
+        return 0.0
+    if costs.waits and left <= DRAIN:
+        return left * costs.step_s * (1 - READ_ON)
+    return costs.close_s + (min(left, IN_FLIGHT) * costs.step_s if costs.waits else 0.0)
+
+
+@dataclass
+class ChunkSizer:
+    """How many tokens each base request of one answer asks for (a pure policy).
+
+    ``cap`` (at each :meth:`ask`; default ``largest``, i.e. ``--remote-chunk``) is the size the
+    costs call for. After an intervention ask for ``first`` tokens and double while chunks are used
+    up, up to the cap. The request bound, interventions + ⌈tokens / K⌉ + 1 with K the largest chunk
+    asked in the answer, holds by construction: ``credit`` is what the bound still allows, a chunk
+    is never so small that using it up would leave the next request over the bound, and K grows
+    only while the bound with the new K holds. So an answer's first chunk asks for the cap (no
+    slack yet) and chunks shrink as the answer's tokens earn slack."""
+
+    largest: int
+    first: int = FIRST_CHUNK
+    requests: int = 0
+    interventions: int = 0
+    used: int = 0  # the largest chunk asked so far: the bound's K
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = min(self.first, self.largest)
+
+    def credit(self, tokens: int, k: int | None = None) -> float:
+        """Requests the bound with K = ``k`` (default: the largest asked) still allows beyond those
+        sent, ``tokens`` into the answer."""
+        return 1 + self.interventions + tokens / (k or self.used or self.largest) - self.requests
+
+    def ask(self, tokens: int, left: int, cap: int | None = None) -> int:
+        """The next request's size, ``tokens`` into the answer with ``left`` to go (counts it)."""
+        cap = max(1, min(cap or self.largest, self.largest))
+        k_bound = max(self.used, self._grown(tokens, cap))
+        # used up, this chunk must earn the next request: credit - 1 + k / K >= 1
+        need = math.ceil(k_bound * (2 - self.credit(tokens, k_bound)) - 1e-9)
+        k = max(1, min(max(min(self.size, cap), need), k_bound, left))
+        self.requests += 1
+        self.used = max(self.used, k)
+        return k
+
+    def _grown(self, tokens: int, cap: int) -> int:
+        """The largest K up to ``cap`` for which the bound still holds (credit >= 1)."""
+        spent = self.requests - self.interventions
+        return cap if spent <= 0 else max(1, min(cap, math.floor(tokens / spent + 1e-9)))
+
+    def ran_out(self) -> None:
+        """The last chunk was used up: the base is on a confident run, ask for more."""
+        self.size = min(2 * self.size, self.largest)
+
+    def intervened(self) -> None:
+        """The run ended at an unsure position and the guide chose a token."""
+        self.interventions += 1
+        self.size = min(self.first, self.largest)
+
+
+@dataclass
+class ServerClock:
+    """One server's pace as the client sees it, kept across answers: seconds between streamed
+    positions, the wait for a request's first position (apart: those sent right after a closed
+    stream), and how many positions were read and unsure."""
+
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    firsts_after_close: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    positions: int = 0
+    unsure: int = 0
+    since_gap: int = 0  # requests since a streamed step was last measured
+
+    @property
+    def step_s(self) -> float:
+        return statistics.median(self.gaps) if self.gaps else 0.0
+
+    @property
+    def rtt_s(self) -> float:
+        return max(0.0, min(self.firsts) - self.step_s) if self.firsts else 0.0
+
+    def settle_s(self, left_in_chunk: int) -> float:
+        """How long after an unsure position arrived the server is still decoding tokens for a
+        stream closed there: it learns of the close half a round trip later, sees it when it next
+        writes a token, and stops after the token it is then decoding (never past the chunk)."""
+        step = self.step_s
+        if step <= 0 or left_in_chunk <= 0:
+            return 0.0
+        rtt = self.rtt_s
+        seen_after = 1 + math.ceil(rtt / step) if rtt > 0 else IN_FLIGHT
+        return max(0.0, min(left_in_chunk, seen_after) * step - rtt / 2)
+
+    def costs(self, *, guided: bool, waits: bool) -> Costs | None:
+        """The measured costs, or None before a first position and a streamed step are."""
+        if not self.firsts or not self.gaps:
+            return None
+        first = statistics.median(self.firsts)
+        after = statistics.median(self.firsts_after_close) if self.firsts_after_close else first
+        share, weight = UNSURE_PRIOR
+        unsure = (self.unsure + share * weight) / (self.positions + weight) if guided else 0.0
+        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits)
+
+    def cap(self, limit: int, *, guided: bool, waits: bool) -> int:
+        """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
+        measured a 2-token probe (``limit`` unguided), and the probe again now and then where
+        1-token requests would never measure a streamed step. (A larger first guess costs the
+        whole answer: the request bound's K is the largest chunk it asked.)"""
+        costs = self.costs(guided=guided, waits=waits)
+        if costs is None:
+            return limit if not guided else min(PROBE, limit)
+        k = best_chunk(costs, limit)
+        if k == 1 and self.since_gap >= PROBE_EVERY:
+            return min(PROBE, limit)
+        return k
+
+
+_CLOCKS: weakref.WeakKeyDictionary[object, dict[str, ServerClock]] = weakref.WeakKeyDictionary()
+
+
+def clock_for(model: object, route: str) -> ServerClock:
+    """The clock of ``model`` reached at ``route`` (a URL: the same server behind a delay proxy is
+    another clock), shared by every answer while the model lives."""
+    return _CLOCKS.setdefault(model, {}).setdefault(route, ServerClock())
