@@ -230,6 +230,17 @@ def test_only_a_finish_reason_ends_the_answer(tail, done):
                 list(stream)
 
 
+@pytest.mark.parametrize(("finish", "ended"), [("stop", True), ("length", False)])
+def test_a_stop_on_the_last_token_asked_ends_the_text(finish, ended):
+    """A chunk of exactly the tokens asked that ends on ``stop`` is the model's end, not a chunk
+    used up (read as used up it cost one more request; seen when the sizer asked 2 tokens)."""
+    body = completion_chunk([" Because"]) + completion_chunk([" light"], finish=finish)
+    with scripted_server({"POST /v1/completions": raw(SSE, body.encode() + b"data: [DONE]\n\n")}) as (url, _):
+        model = model_at(url)
+        assert [p.text for p in model.stream("q", max_tokens=2, logprobs=2)] == [" Because", " light"]
+        assert model.ended_early(2, 2) is ended
+
+
 def test_a_paper_step_with_no_token_and_no_reason_is_an_error():
     from blendin_local.paper.steps import ask
 

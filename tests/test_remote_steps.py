@@ -20,14 +20,16 @@ from blendin_local.methods.remote_chunks import (
 )
 
 
-def simulate(sizer: ChunkSizer, runs: list[int], tokens: int) -> tuple[list[int], int]:
+def simulate(sizer: ChunkSizer, runs: list[int], tokens: int,
+             caps: list[int] | None = None) -> tuple[list[int], int]:
     """Drive ``sizer`` as the remote loop does over a base whose confident runs have the given
-    lengths (each followed by an unsure position the guide decides); the sizes asked and the
+    lengths (each followed by an unsure position the guide decides), the measured costs' cap
+    changing at every request (``caps`` cycled; None: no cap); the sizes asked and the
     interventions."""
     asked, index, interventions, pending = [], 0, 0, list(runs)
     run = pending.pop(0) if pending else tokens
     while index < tokens:
-        k = sizer.ask(index, tokens - index)
+        k = sizer.ask(index, tokens - index, caps[len(asked) % len(caps)] if caps else None)
         asked.append(k)
         if run < k:  # the unsure position is in this chunk: the guide's token follows
             index += run + 1
@@ -117,25 +119,6 @@ def test_a_loopback_server_shares_the_machine(url, local):
     assert is_loopback(url) is local
 
 
-def simulate_caps(sizer: ChunkSizer, runs: list[int], tokens: int, caps: list[int]) -> tuple[list[int], int]:
-    """``simulate`` with the costs' cap changing at every request (``caps`` cycled)."""
-    asked, index, interventions, pending = [], 0, 0, list(runs)
-    run = pending.pop(0) if pending else tokens
-    while index < tokens:
-        k = sizer.ask(index, tokens - index, caps[len(asked) % len(caps)])
-        asked.append(k)
-        if run < k:
-            index += run + 1
-            interventions += 1
-            sizer.intervened()
-            run = pending.pop(0) if pending else tokens
-        else:
-            index += k
-            run -= k
-            sizer.ran_out()
-    return asked, interventions
-
-
 @pytest.mark.parametrize("seed", range(60))
 def test_the_bound_holds_with_k_the_largest_chunk_asked_whatever_the_caps(seed):
     """Costs may call for another size at every request: K only grows while the bound with it holds."""
@@ -144,21 +127,21 @@ def test_the_bound_holds_with_k_the_largest_chunk_asked_whatever_the_caps(seed):
     runs = [int(rng.expovariate(1 / mean)) for _ in range(200)]
     tokens = rng.choice([24, 128, 300])
     caps = [rng.choice([1, 2, 3, 4, 8, 16]) for _ in range(rng.randint(1, 12))]
-    asked, interventions = simulate_caps(ChunkSizer(16), runs, tokens, caps)
+    asked, interventions = simulate(ChunkSizer(16), runs, tokens, caps)
     assert len(asked) <= interventions + math.ceil(tokens / max(asked)) + 1
 
 
 def test_a_cap_of_one_is_the_per_token_loop_and_the_bound_then_keeps_k_at_one():
-    asked, _ = simulate_caps(ChunkSizer(16), [0, 3, 1, 7], 20, [1])
+    asked, _ = simulate(ChunkSizer(16), [0, 3, 1, 7], 20, [1])
     assert asked == [1] * 20
     # a cap that grows later: K grows only as far as the bound with it allows (no slack: stays 1)
-    asked, _ = simulate_caps(ChunkSizer(16), [], 20, [1, 1, 1, 16])
+    asked, _ = simulate(ChunkSizer(16), [], 20, [1, 1, 1, 16])
     assert max(asked) == 1
 
 
 def test_a_cap_grows_after_interventions_earn_slack():
     # every other request an intervention: the bound's slack lets K grow to the cap
-    asked, _ = simulate_caps(ChunkSizer(16), [0, 0, 0, 30], 40, [1, 1, 1, 16])
+    asked, _ = simulate(ChunkSizer(16), [0, 0, 0, 30], 40, [1, 1, 1, 16])
     assert asked[:3] == [1, 1, 1]
     assert max(asked) > 1
 

@@ -391,8 +391,10 @@ class RemoteModel:
     def ended_early(self, got: int, asked: int) -> bool:
         """Did the last stream end the text (the model's end), rather than stop at the token
         limit? llama-server streams one position per character where a character spans several
-        byte tokens, so a chunk can hold fewer positions than tokens asked yet end on ``length``."""
-        return got == 0 or (got < asked and self.last_finish != "length")
+        byte tokens, so a chunk can hold fewer positions than tokens asked yet end on ``length``;
+        and a ``stop`` ends the text even on the last token asked (a chunk of exactly the answer's
+        rest: read as used up, it cost one more request)."""
+        return got == 0 or self.last_finish == "stop" or (got < asked and self.last_finish != "length")
 
     def _check_alternatives(self, position: Position, asked: int, wanted: int) -> None:
         """Detect a server that silently returns fewer alternatives than asked. Strings that decode
