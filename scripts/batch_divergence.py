@@ -43,7 +43,7 @@ def gap(step: Step) -> float:
 def describe(step: Step, gamma: float) -> str:
     b = step.b if step.b is not None else float("nan")
     return (f"guide {'spoke' if step.intervened else 'silent'}, b {b:.3f} (|b-γ| {abs(b - gamma):.3f}), "
-            f"top-2 gap {gap(step):.4f}, token {step.piece!r}")
+            f"top-2 gap {gap(step):.4f}, token {step.token} {step.piece!r}")
 
 
 def main() -> None:
@@ -71,11 +71,11 @@ def main() -> None:
     print(f"load after: {os.getloadavg()}", flush=True)
     differ = near = 0
     for i, (a, b) in enumerate(zip(alone, batched, strict=True)):
-        if [s.piece for s in a] == [s.piece for s in b]:
+        if [s.token for s in a] == [s.token for s in b]:
             continue
         differ += 1
         pairs = enumerate(zip(a, b, strict=False))
-        t = next((k for k, (x, y) in pairs if x.piece != y.piece), min(len(a), len(b)))
+        t = next((k for k, (x, y) in pairs if x.token != y.token), min(len(a), len(b)))
         if t >= min(len(a), len(b)):
             print(f"answer {i}: one run ended at step {t}, the other went on")
             continue
