@@ -155,32 +155,32 @@ def gsm8k_gold(answer: str) -> str:
     return number
 
 
-def _gsm8k(path: Path) -> Iterator[Parsed]:
+def _jsonl_items(path: Path, item_of: Callable[[Any, int], Item]) -> Iterator[Parsed]:
+    """Each JSONL row through ``item_of``; a row it refuses (``RowError``) becomes a ``BadRow``."""
     for row in _jsonl_rows(path):
         if isinstance(row, BadRow):
             yield row
             continue
         n, d = row
         try:
-            question = _field(d, "question")
-            gold = gsm8k_gold(_field(d, "answer"))
+            yield item_of(d, n)
         except RowError as exc:
             yield BadRow(path, n, str(exc))
-            continue
-        yield Item(id=item_id("gsm8k", question), question=question, answer=gold, line=n)
+
+
+def _gsm8k_item(d: Any, n: int) -> Item:
+    question = _field(d, "question")
+    gold = gsm8k_gold(_field(d, "answer"))
+    return Item(id=item_id("gsm8k", question), question=question, answer=gold, line=n)
+
+
+def _gsm8k(path: Path) -> Iterator[Parsed]:
+    return _jsonl_items(path, _gsm8k_item)
 
 
 # --- ARC ------------------------------------------------------------------------------------
 def _arc(path: Path) -> Iterator[Parsed]:
-    for row in _jsonl_rows(path):
-        if isinstance(row, BadRow):
-            yield row
-            continue
-        n, d = row
-        try:
-            yield _arc_item(d, n)
-        except RowError as exc:
-            yield BadRow(path, n, str(exc))
+    return _jsonl_items(path, _arc_item)
 
 
 def _arc_item(d: Any, n: int) -> Item:
