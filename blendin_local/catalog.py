@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from .errors import ModelFileError
+from .user_dirs import user_data_folder
 
 PACKAGE_CATALOG = Path(__file__).with_name("catalog.json")
 CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -70,15 +69,15 @@ def catalog_path() -> Path:
     return Path(os.environ.get("BLENDIN_CATALOG") or PACKAGE_CATALOG)
 
 
+MODELS_ENV = "BLENDIN_MODELS_DIR"
+
+
 def models_dir() -> Path:
     """Where package-installed model files live: $BLENDIN_MODELS_DIR, else the checkout's ``models/``,
     else the platform's user data directory (a non-editable install)."""
-    env = os.environ.get("BLENDIN_MODELS_DIR")
-    if env:
-        return Path(env)
-    if CHECKOUT_MODELS.is_dir():
+    if not os.environ.get(MODELS_ENV) and CHECKOUT_MODELS.is_dir():
         return CHECKOUT_MODELS
-    return Path(platformdirs.user_data_dir("blendin-local")) / "models"
+    return user_data_folder("models", MODELS_ENV)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from blendin_local.errors import BlendinError
 from blendin_local.fileio import path_inside, write_text_atomically
+from blendin_local.user_dirs import user_data_folder
 
 from .chat import Chat, ChatFormatError, now
 
@@ -23,10 +21,7 @@ class ChatFileError(BlendinError):
 
 def default_chats_dir() -> Path:
     """``$BLENDIN_CHATS_DIR``, else ``<user data dir>/blendin-local/chats``."""
-    env = os.environ.get(CHATS_ENV)
-    if env:
-        return Path(env)
-    return Path(platformdirs.user_data_dir("blendin-local")) / "chats"
+    return user_data_folder("chats", CHATS_ENV)
 
 
 @dataclass(frozen=True)
