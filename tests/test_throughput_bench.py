@@ -71,14 +71,14 @@ def test_without_llama_server_the_anchor_row_says_how_to_get_it_and_the_rest_run
     monkeypatch.setenv("PATH", str(tmp_path))
     anchor = Anchor(tmp_path / "base.gguf", n_ctx=256, threads=1)
     report = run_throughput(cross_pair(), max_tokens=4, rounds=1, anchor=anchor)
-    assert set(report["llama_server"]) == {"missing"}
-    assert report["llama_server"]["missing"].startswith(
+    assert set(report["llama_server"]) == {"not_run"}
+    assert report["llama_server"]["not_run"].startswith(
         "llama-server not found: build it with `make llama-server`")
     assert ANCHOR_ROW not in report["tokens_per_s"] and report["tokens_per_s"]["base"]["8"] > 0
     assert not any("llama-server" in t["metric"] for t in report["targets"])
     print_throughput(report)
     lines = [line for line in capsys.readouterr().out.splitlines() if "anchor" in line]
-    assert lines == ["llama-server anchor: not run: " + report["llama_server"]["missing"]]
+    assert lines == ["llama-server anchor: not run: " + report["llama_server"]["not_run"]]
 
 
 def test_a_server_that_cannot_start_is_one_line_and_the_rest_runs(tmp_path, llama_server_binary) -> None:
@@ -86,6 +86,6 @@ def test_a_server_that_cannot_start_is_one_line_and_the_rest_runs(tmp_path, llam
     bad.write_bytes(b"not a gguf")
     anchor = Anchor(bad, n_ctx=256, threads=1, binary=str(llama_server_binary))
     report = run_throughput(cross_pair(), max_tokens=4, rounds=1, anchor=anchor)
-    missing = report["llama_server"]["missing"]
+    missing = report["llama_server"]["not_run"]
     assert missing.startswith("llama-server failed: llama-server (base.gguf) exited while starting")
     assert "\n" not in missing and report["tokens_per_s"]["raw"]["8"] > 0

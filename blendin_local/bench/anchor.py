@@ -42,12 +42,12 @@ class Anchor:
 def run_anchor(anchor: Anchor, prompts: Sequence[str], *, max_tokens: int, rounds: int
                ) -> dict[str, Any]:
     """``{"tokens_per_s": {"1": …, "8": …}, "tokens": {…}}`` (aggregate over ``rounds``, the slot
-    counts in reverse order every other round), or ``{"missing": one line}`` where no server
+    counts in reverse order every other round), or ``{"not_run": one line}`` where no server
     runs."""
     try:
         binary = find_llama_server(anchor.binary)
     except UsageError as exc:
-        return {"missing": str(exc)}
+        return {"not_run": str(exc)}
     tokens = {n: 0 for n in SLOTS}
     seconds = {n: 0.0 for n in SLOTS}
     try:
@@ -60,7 +60,7 @@ def run_anchor(anchor: Anchor, prompts: Sequence[str], *, max_tokens: int, round
                     tokens[n] += sum(_clients(url, prompts, max_tokens))
                     seconds[n] += time.perf_counter() - t0
     except (ServerStartError, httpx.HTTPError, ValueError) as exc:
-        return {"missing": f"llama-server failed: {exc}".splitlines()[0]}
+        return {"not_run": f"llama-server failed: {exc}".splitlines()[0]}
     return {"tokens_per_s": {str(n): round(tokens[n] / seconds[n], 2) for n in SLOTS},
             "tokens": {str(n): tokens[n] for n in SLOTS}}
 

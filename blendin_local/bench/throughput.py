@@ -204,6 +204,6 @@ def print_throughput(report: dict[str, Any]) -> None:
     server = report.get("llama_server")
     if server is None:
         console.print("llama-server anchor: not run (--no-anchor)")
-    elif "missing" in server:
-        console.print(f"llama-server anchor: not run: {server['missing']}", markup=False,
+    elif "not_run" in server:
+        console.print(f"llama-server anchor: not run: {server['not_run']}", markup=False,
                       soft_wrap=True)
