@@ -72,6 +72,17 @@ def test_answers_in_flight_against_a_batching_server(native_gemma_server_4, real
     base.close()
 
 
+def busy(state: dict, lock: threading.Lock, seconds: float) -> None:
+    """Hold a request for ``seconds``, recording in ``state["most"]`` how many were in flight at
+    once."""
+    with lock:
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+    time.sleep(seconds)
+    with lock:
+        state["now"] -= 1
+
+
 def slow_server(state: dict, lock: threading.Lock, *, fail: str | None = None):
     """A completions server taking 0.3 s per request (recording how many were in flight at once);
     a prompt containing ``fail`` gets 400."""
@@ -80,12 +91,7 @@ def slow_server(state: dict, lock: threading.Lock, *, fail: str | None = None):
         if fail is not None and fail in body["prompt"]:
             send_json(h, 400, {"error": {"message": "this prompt is refused"}})
             return
-        with lock:
-            state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        time.sleep(0.3)
-        with lock:
-            state["now"] -= 1
+        busy(state, lock, 0.3)
         send_sse_head(h)
         h.wfile.write(completion_chunk([" 4"]).encode()
                       + completion_chunk(["."], finish="stop").encode() + b"data: [DONE]\n\n")
@@ -177,12 +183,7 @@ def paper_server(role: str, state: dict, lock: threading.Lock):
     words of answer, so answers differ in length."""
 
     def completions(h, body):
-        with lock:
-            state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        time.sleep(0.05)
-        with lock:
-            state["now"] -= 1
+        busy(state, lock, 0.05)
         words = body["prompt"].split("Answer:")[-1].split()
         question = int(body["prompt"].split("Question ")[-1][0])
         if role == "guide":
