@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from blendin_local.evaluation.runner import (
     run_plan,
 )
 from blendin_local.evaluation.summary import summarise, to_csv, to_markdown
+from blendin_local.methods import METHODS
 from blendin_local.pair import ModelPair
 from blendin_local.settings import GenerationSettings
 
@@ -372,7 +374,10 @@ def test_batched_eval_interrupted_loses_at_most_the_answers_in_flight(tmp_path: 
     assert len({record_key(json.loads(x)) for x in lines(store2.path)}) == 15
 
 
-def test_batched_eval_of_a_method_that_evaluates_by_itself_says_so(tmp_path: Path) -> None:
+def test_batched_eval_of_a_method_that_evaluates_by_itself_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every method batches today: nudging is made to evaluate by itself here."""
+    monkeypatch.setitem(METHODS, "nudging", replace(METHODS["nudging"], driven=frozenset()))
     notes: list[str] = []
     items = load_items(GSM, "gsm8k")
     store = RecordStore(tmp_path)
@@ -380,3 +385,12 @@ def test_batched_eval_of_a_method_that_evaluates_by_itself_says_so(tmp_path: Pat
                  load_pair=make_pair, batch=4, note=notes.append)
     assert n == len(items)
     assert len(notes) == 1 and "one answer at a time" in notes[0] and "nudging" in notes[0]
+
+
+def test_batched_eval_of_nudging_batches_with_no_note(tmp_path: Path) -> None:
+    notes: list[str] = []
+    items = load_items(GSM, "gsm8k")
+    store = RecordStore(tmp_path)
+    n = run_plan("gsm8k", items, [Setting("nudging", 0.4)], store, base_settings=SETTINGS,
+                 load_pair=make_pair, batch=4, note=notes.append)
+    assert n == len(items) and notes == []

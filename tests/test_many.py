@@ -4,6 +4,8 @@ scheduler really shares decodes, and one answer's failure ends only that answer.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from blendin_local import generate_many
@@ -11,13 +13,14 @@ from blendin_local.errors import ContextOverflowError, UsageError
 from blendin_local.generation.generate import generate
 from blendin_local.generation.many import Finished
 from blendin_local.generation.steps import Step, StopReason
+from blendin_local.methods import METHODS
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
 from fakes import FakeGroup, cross_pair, fake_guide
 
-CONVERTED = ("base", "blendin", "ensemble", "proxy", "guide")
+CONVERTED = ("base", "blendin", "ensemble", "proxy", "guide", "nudging")
 QUESTIONS = ["What is a b c?", "the", "Say the a b c twice, then stop.", "a", "b c the ab",
              "Why?", "the the the the the", "c", "Name a b.", "ab ab"]
 TIMINGS = {"t_base", "t_guide", "t_blend"}
@@ -202,11 +205,26 @@ def test_results_come_back_in_input_order_whatever_finishes_first() -> None:
     assert [r.text for r in many.results if r is not None] == want
 
 
-@pytest.mark.parametrize("method,support", [("nudging", "full")])  # top100 batches (above)
-def test_methods_that_evaluate_by_themselves_run_one_at_a_time_with_a_note(
-        method: str, support: str) -> None:
+def test_nudges_share_guide_and_base_decodes_between_answers() -> None:
+    """Nudging's guide drafts and word checks are requests: at B = 4 the guide's draft tokens and
+    the base's checks of several answers run in shared decodes."""
+    convs = [Conversation.single(q) for q in QUESTIONS[:8]]
+    pair = pair_for("nudging")
+    many, steps = batched(pair, convs, settings("nudging", max_tokens=16), 4)
+    assert many.batched and not many.note
+    assert any(step["provenance"] == "guide" for answer in steps for step in answer)
+    for model in (pair.base, pair.guide):
+        assert max(model._group.batch_sizes) > 1  # type: ignore[union-attr]
+
+
+def test_a_method_that_evaluates_by_itself_runs_one_at_a_time_with_a_note(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every method batches now; one whose step source evaluates by itself (no ``driven``
+    supports: here nudging made so) still runs, one answer at a time, and the batch says so."""
+    monkeypatch.setitem(METHODS, "nudging", replace(METHODS["nudging"], driven=frozenset()))
+    method = "nudging"
     convs = [Conversation.single(q) for q in QUESTIONS[:3]]
-    s = settings(method, support=support)
+    s = settings(method)
     expected = one_at_a_time(cross_pair(), convs, s)
     many = generate_many(cross_pair(), convs, s, batch=4)
     assert not many.batched and "one answer at a time" in many.note

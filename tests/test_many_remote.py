@@ -72,6 +72,17 @@ def test_answers_in_flight_against_a_batching_server(native_gemma_server_4, real
     base.close()
 
 
+def busy(state: dict, lock: threading.Lock, seconds: float) -> None:
+    """Hold a request for ``seconds``, recording in ``state["most"]`` how many were in flight at
+    once."""
+    with lock:
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+    time.sleep(seconds)
+    with lock:
+        state["now"] -= 1
+
+
 def slow_server(state: dict, lock: threading.Lock, *, fail: str | None = None):
     """A completions server taking 0.3 s per request (recording how many were in flight at once);
     a prompt containing ``fail`` gets 400."""
@@ -80,12 +91,7 @@ def slow_server(state: dict, lock: threading.Lock, *, fail: str | None = None):
         if fail is not None and fail in body["prompt"]:
             send_json(h, 400, {"error": {"message": "this prompt is refused"}})
             return
-        with lock:
-            state["now"] += 1
-            state["most"] = max(state["most"], state["now"])
-        time.sleep(0.3)
-        with lock:
-            state["now"] -= 1
+        busy(state, lock, 0.3)
         send_sse_head(h)
         h.wfile.write(completion_chunk([" 4"]).encode()
                       + completion_chunk(["."], finish="stop").encode() + b"data: [DONE]\n\n")
@@ -168,3 +174,58 @@ def test_cancel_stops_every_answer_in_flight():
     assert len(started) == 4 and len(finished) == 4
     assert all(e.result is not None and e.result.stop_reason is StopReason.CANCELLED
                and e.result.tokens < 16 for e in finished)
+
+
+def paper_server(role: str, state: dict, lock: threading.Lock):
+    """A one-token completions server for ``--compat paper`` (0.05 s a request, recording how many
+    were in flight at once): the base writes " w" and is unsure after every third word (so the
+    guide is asked, and writes " g"); it ends its text once the prompt has 7 + (question number)
+    words of answer, so answers differ in length."""
+
+    def completions(h, body):
+        busy(state, lock, 0.05)
+        words = body["prompt"].split("Answer:")[-1].split()
+        question = int(body["prompt"].split("Question ")[-1][0])
+        if role == "guide":
+            token, top = " g", {" g": -0.1, " w": -2.5}
+        elif len(words) >= 7 + question:
+            send_json(h, 200, {"choices": [{"text": "", "logprobs": None, "finish_reason": "stop"}]})
+            return
+        else:
+            unsure = len(words) % 3 == 2
+            token, top = " w", ({" w": -0.9, " v": -1.0} if unsure else {" w": -0.05, " x": -3.0})
+        lp = {"tokens": [token], "token_logprobs": [top.get(token, -0.1)], "top_logprobs": [top],
+              "text_offset": [0]}
+        send_json(h, 200, {"choices": [{"text": token, "logprobs": lp, "finish_reason": "length"}]})
+
+    return {"GET /v1/models": lambda h, _: send_json(h, 200, {"data": [{"id": role}]}),
+            "POST /v1/completions": completions}
+
+
+def test_paper_mode_keeps_requests_in_flight_with_one_at_a_time_answers():
+    """``--compat paper`` drives two servers, so it runs in flight like any remote base: up to
+    ``batch`` answers at once, each answer (text, steps, interventions, requests) as one at a time."""
+    state, lock = {"now": 0, "most": 0}, threading.Lock()
+    with scripted_server(paper_server("base", state, lock)) as (base_url, _), \
+            scripted_server(paper_server("guide", state, lock)) as (guide_url, _):
+        base = RemoteModel(RemoteSpec(base_url, "base"), timeout=30)
+        guide = RemoteModel(RemoteSpec(guide_url, "guide"), timeout=30)
+        pair = ModelPair(base=base, guide=guide)
+        settings = GenerationSettings(method="blendin", compat="paper", gamma=0.5, alpha=0.5,
+                                      max_tokens=12, support="top100")
+        convs = conversations([f"Question {n}?" for n in range(6)])
+        # one at a time, each answer on its own clones (their traffic counts are its own)
+        alone = [Generation(ModelPair(base=base.clone(), guide=guide.clone()), conv, settings).run()
+                 for conv in convs]
+        assert state["most"] == 1
+        many = generate_many(pair, convs, settings, batch=4)
+        assert many.batched and not many.note
+        together = many.run()
+    assert state["most"] == 4
+    assert len({r.tokens for r in alone}) > 1 and sum(r.interventions for r in alone) > 0
+    for got, want in zip(together, alone, strict=True):
+        assert (got.text, got.tokens, got.interventions, got.stop_reason) == \
+            (want.text, want.tokens, want.interventions, want.stop_reason)
+        assert got.remote is not None and want.remote is not None
+        for role in ("base", "guide"):
+            assert got.remote[role]["requests"] == want.remote[role]["requests"]

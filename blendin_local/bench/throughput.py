@@ -3,7 +3,8 @@
 The same eight greedy answers are decoded at B = 1, 4, 8 (``generate_many``) for ``base`` and
 ``blendin``, beside the limit: a bare argmax loop over the base's multi-sequence engine doing the same
 work (prompts, then one token per sequence per ``llama_decode``). Also today's one-answer path
-(``generate`` per conversation). Every configuration runs once per round, in reverse order every
+(``generate`` per conversation), and the anchor: llama.cpp's own ``llama-server -np 1`` vs ``-np 8``
+holding the base (:mod:`.anchor`). Every configuration runs once per round, in reverse order every
 other round, so that the machine's drift hits all alike; only ratios of one run are compared.
 """
 
@@ -22,6 +23,7 @@ from ..generation.many import generate_many
 from ..pair import ModelPair
 from ..prompts import Conversation
 from ..settings import GenerationSettings
+from .anchor import SLOTS, Anchor, run_anchor
 
 PROMPTS = (
     "The history of the Roman Empire begins",
@@ -34,6 +36,7 @@ PROMPTS = (
     "To learn a new language quickly, you should",
 )
 BATCHES = (1, 4, 8)
+ANCHOR_ROW = "llama-server -np B (8 clients)"
 METHODS = ("base", "blendin")
 
 
@@ -113,7 +116,10 @@ def one_at_a_time(pair: ModelPair, method: str, max_tokens: int, rate: Rate) -> 
     rate.seconds += time.perf_counter() - t0
 
 
-def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int) -> dict[str, Any]:
+def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int,
+                   anchor: Anchor | None = None) -> dict[str, Any]:
+    """The report; with ``anchor``, llama-server's row too (after the in-process runs, so that
+    its server never shares the cores with them)."""
     raw = {b: Rate() for b in BATCHES}
     many = {(m, b): Rate() for m in METHODS for b in BATCHES}
     single = {m: Rate() for m in METHODS}
@@ -148,12 +154,24 @@ def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int) -> dict[str
          many["blendin", 1].per_s / single["blendin"].per_s, ">=", 0.95),
         (f"peak RSS at B={hi} (GB)", rss_b8, "", None),
     ]
+    rates = {
+        "raw": {str(b): round(raw[b].per_s, 2) for b in BATCHES},
+        **{m: {str(b): round(many[m, b].per_s, 2) for b in BATCHES} for m in METHODS},
+        **{f"{m} one-answer path": {"1": round(single[m].per_s, 2)} for m in METHODS},
+    }
+    server = None if anchor is None else run_anchor(anchor, PROMPTS, max_tokens=max_tokens,
+                                                     rounds=rounds)
+    if server is not None and "tokens_per_s" in server:
+        by_np = server["tokens_per_s"]
+        rates[ANCHOR_ROW] = by_np
+        np_hi, np_lo = str(max(SLOTS)), str(min(SLOTS))
+        server_ratio = by_np[np_hi] / by_np[np_lo]
+        targets += [(f"llama-server -np {np_hi}/-np {np_lo}", server_ratio, "", None)] + [
+            (f"{m} B={hi}/B={lo} ÷ llama-server's", many[m, hi].per_s / many[m, lo].per_s
+             / server_ratio, ">=", 1.0) for m in METHODS]
     return {
-        "tokens_per_s": {
-            "raw": {str(b): round(raw[b].per_s, 2) for b in BATCHES},
-            **{m: {str(b): round(many[m, b].per_s, 2) for b in BATCHES} for m in METHODS},
-            **{f"{m} one-answer path": {"1": round(single[m].per_s, 2)} for m in METHODS},
-        },
+        "tokens_per_s": rates,
+        "llama_server": server,
         "targets": [{"metric": name, "value": round(v, 4), "target": f"{op} {t}" if op else "",
                      "ok": None if t is None else bool(v >= t)} for name, v, op, t in targets],
         "blendin_intervention_rate": round(
@@ -183,3 +201,9 @@ def print_throughput(report: dict[str, Any]) -> None:
         t2.add_row(row["metric"], f"{row['value']:.3f}", row["target"], ok)
     console.print(t2)
     console.print(f"blendin intervention rate: {100 * report['blendin_intervention_rate']:.0f}%")
+    server = report.get("llama_server")
+    if server is None:
+        console.print("llama-server anchor: not run (--no-anchor)")
+    elif "not_run" in server:
+        console.print(f"llama-server anchor: not run: {server['not_run']}", markup=False,
+                      soft_wrap=True)

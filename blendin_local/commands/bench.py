@@ -4,11 +4,13 @@ base on a server, our chunked requests against one request per token, side by si
 from __future__ import annotations
 
 import json
+import os
 from contextlib import nullcontext
 from typing import Any
 
 import click
 
+from ..bench.anchor import Anchor
 from ..bench.speed import print_report, run_bench
 from ..cli_options import model_options, pair_from_options
 from ..errors import UsageError
@@ -49,6 +51,16 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
     return report
 
 
+def _anchor(opts: dict[str, Any]) -> Anchor:
+    """llama-server's side of ``--throughput``: the base's GGUF, ``--n-ctx`` per slot, and the
+    bench's threads (unset: llama-cpp-python's default, half the cores)."""
+    from ..models import default_model, resolve_model
+
+    threads = opts["threads"] or max((os.cpu_count() or 2) // 2, 1)
+    return Anchor(model=resolve_model(opts.get("base") or default_model("base")),
+                  n_ctx=opts["n_ctx"], threads=threads, binary=opts.get("llama_server"))
+
+
 @click.command("bench")
 @model_options
 @click.option("--max-tokens", type=Limited("bench_max_tokens"), default=None,
@@ -64,6 +76,9 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
 @click.option("--throughput", is_flag=True,
               help="Instead: aggregate tokens/s of 8 answers decoded 1, 4 and 8 at a time "
                    "(base, blendin) beside a bare batched decode loop, and peak memory.")
+@click.option("--anchor/--no-anchor", default=True, show_default=True,
+              help="With --throughput: also time llama.cpp's own llama-server -np 1 and -np 8 "
+                   "holding the base (8 streamed clients), started for the run.")
 @click.option("--llama-server", "llama_server", default=None, metavar="PATH",
               help="The llama-server executable (`make llama-server`) [env: BLENDIN_LLAMA_SERVER].")
 @click.option("--rtt", "rtts", default="0", show_default=True, metavar="MS[,MS…]", callback=_rtts,
@@ -77,8 +92,9 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
 @click.option("--questions", type=click.IntRange(1, 6), default=6, show_default=True,
               help="Remote bench: the first N of its six questions.")
 def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool,
-                  remote_native: str | None, throughput: bool, rtts: tuple[float, ...],
-                  pin_server: bool, remote_method: str, questions: int, **opts: Any) -> None:
+                  remote_native: str | None, throughput: bool, anchor: bool,
+                  rtts: tuple[float, ...], pin_server: bool, remote_method: str, questions: int,
+                  **opts: Any) -> None:
     """Speed and memory of every method against spec §8's targets, measured in one run.
 
     With the base on a server (--base URL#MODEL, or --remote-native): our chunked requests
@@ -91,7 +107,7 @@ def bench_command(max_tokens: int | None, rounds: int, as_json: bool, chat: bool
         from ..bench.throughput import print_throughput, run_throughput
 
         report = run_throughput(pair_from_options(opts, ["blendin"]), max_tokens=max_tokens or 128,
-                                rounds=rounds)
+                                rounds=rounds, anchor=_anchor(opts) if anchor else None)
         click.echo(json.dumps(report, indent=2)) if as_json else print_throughput(report)
         return
     max_tokens = max_tokens or 64

@@ -287,6 +287,13 @@ def now(requests: Requests[T]) -> T:
         run_eval(request)
 
 
+def answered(value: T) -> Requests[T]:
+    """``value`` as a request generator that asks nothing (a server's answer, or a check made
+    without a local model, where a caller expects requests)."""
+    return value
+    yield  # a generator: makes no request
+
+
 def set_tokens_requests(engine: Engine, ids: Sequence[int]) -> Requests[int]:
     """:func:`set_tokens` as requests: rolls back now, yields the evaluation of the new suffix."""
     if not ids:

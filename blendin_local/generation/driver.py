@@ -141,15 +141,20 @@ def _take(gen: Decoding, engine: Engine | None, pick: Pick, index: int) -> str:
     if pick.token is not None:
         assert engine is not None
         if pick.token in engine.eog_ids():
-            gen.stop_reason = StopReason.GUIDE_EOS if pick.by_guide else StopReason.EOS
-            return gen.output.finish()
+            return _end(gen, pick)
         controls = engine.control_ids()
         return _push(gen, b"" if pick.token in controls else engine.pieces()[pick.token], index)
     text = _push(gen, pick.piece, index)
     if pick.ends and gen.stop_reason is None:
-        gen.stop_reason = StopReason.GUIDE_EOS if pick.by_guide else StopReason.EOS
-        text += gen.output.finish()
+        text += _end(gen, pick)
     return text
+
+
+def _end(gen: Decoding, pick: Pick) -> str:
+    """End the answer at ``pick`` (``guide-eos`` where the guide chose the end); returns the
+    held-back text that joins it."""
+    gen.stop_reason = StopReason.GUIDE_EOS if pick.by_guide else StopReason.EOS
+    return gen.output.finish()
 
 
 def _push(gen: Decoding, piece: bytes, index: int) -> str:

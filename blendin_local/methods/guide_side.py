@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import blend
 from ..engines import server_of
-from ..engines.base import Engine, Requests, decoded_strings, now
+from ..engines.base import Engine, Eval, Requests, answered, decoded_strings, now
 from ..engines.remote.engine import RemoteModel
 from ..engines.remote.prompts import remote_prompt
 from ..generation.sync import TextSync, complete_utf8_prefix
@@ -39,6 +39,10 @@ class GuideView(Protocol):
         """Up to ``limit`` greedy tokens after its prompt + ``y``; and whether it ended its turn."""
         ...
 
+    def draft_requests(self, y: bytes, limit: int) -> Requests[tuple[Draft, bool]]:
+        """:meth:`draft`, a local guide's evaluations as requests (a driver may batch them)."""
+        ...
+
 
 class LocalGuide:
     def __init__(self, gen: Decoding, engine: Engine) -> None:
@@ -57,7 +61,10 @@ class LocalGuide:
         return string_distribution(p, self._strings), float(p.max())
 
     def draft(self, y: bytes, limit: int) -> tuple[Draft, bool]:
-        self.sync.update(y)
+        return now(self.draft_requests(y, limit))
+
+    def draft_requests(self, y: bytes, limit: int) -> Requests[tuple[Draft, bool]]:
+        yield from self.sync.requests(y)
         guide, pieces, eog = self.engine, self.engine.pieces(), self.engine.eog_ids()
         out: Draft = []
         for _ in range(limit):
@@ -67,7 +74,7 @@ class LocalGuide:
             out.append((token, pieces[token]))
             if len(guide.tokens) >= guide.n_ctx:
                 break
-            guide.eval([token])
+            yield Eval(guide, [token])
         return out, False
 
 
@@ -96,8 +103,7 @@ class RemoteGuide:
         return position.probs(), position.top1_prob
 
     def strings_requests(self, y: bytes) -> Requests[tuple[dict[str, float], float]]:
-        return self.strings(y)  # a request to a server: nothing for a driver to batch
-        yield
+        return answered(self.strings(y))  # a request to a server: nothing for a driver to batch
 
     def draft(self, y: bytes, limit: int) -> tuple[Draft, bool]:
         out: Draft = []
@@ -107,6 +113,9 @@ class RemoteGuide:
                 out.append((-1, text.encode()))
             ended = finish == "stop"
         return out, ended
+
+    def draft_requests(self, y: bytes, limit: int) -> Requests[tuple[Draft, bool]]:
+        return answered(self.draft(y, limit))
 
 
 def guide_view(gen: Decoding) -> LocalGuide | RemoteGuide:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
+from ..engines.base import Requests
 from ..generation.driver import Pick
 from ..generation.steps import Provenance, Step
 
@@ -24,14 +25,14 @@ def base_starts_word(top_piece: bytes, word: bytes) -> bool:
     return bool(head) and word.strip().startswith(head)
 
 
-def accept_words(words: list[bytes], base_top: Callable[[bytes], tuple[float, bytes]], gamma: float
-                 ) -> list[bytes]:
+def accept_words(words: list[bytes], base_top: Callable[[bytes], Requests[tuple[float, bytes]]],
+                 gamma: float) -> Requests[list[bytes]]:
     """The draft's words the base lets through: the first always, each next one while the base,
-    given the text so far (``base_top(accepted) -> (top-1 prob, top piece)``), is unsure and does
-    not start that word itself."""
+    given the text so far (``base_top(accepted) -> (top-1 prob, top piece)``, a local base's
+    evaluations as requests), is unsure and does not start that word itself."""
     accepted: list[bytes] = words[:1]
     for word in words[1:]:
-        b, top_piece = base_top(b"".join(accepted))
+        b, top_piece = yield from base_top(b"".join(accepted))
         if b >= gamma or base_starts_word(top_piece, word):
             break
         accepted.append(word)

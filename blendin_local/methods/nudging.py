@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 from .. import blend
+from ..engines.base import Requests
 from ..generation.decoding import Decoding
 from ..generation.driver import End, Event, Picks, drive, own_pick
 from ..generation.steps import Provenance, StopReason
@@ -23,22 +24,24 @@ from .spec import MethodSpec, ignoring_spec
 
 
 def nudging_steps(gen: Decoding) -> Iterator[Event]:
+    """Local nudging; every evaluation of the base and the guide (catch-ups, the guide's draft, the
+    word checks) is a request, so many answers share batched decodes (``MethodSpec.driven``)."""
     base = gen.pair.base
     assert base is not None
     s = gen.settings
-    base_sync = gen.base_text_sync()
+    base_sync = yield from gen.base_text_sync_requests()
     guide = guide_view(gen)
     base_pieces = base.pieces()
 
-    def base_top(accepted: bytes) -> tuple[float, bytes]:
-        base_sync.update(gen.output.y + accepted)
+    def base_top(accepted: bytes) -> Requests[tuple[float, bytes]]:
+        yield from base_sync.requests(gen.output.y + accepted)
         p_next = blend.softmax(base.logits())
         top = int(p_next.argmax())
         return float(p_next[top]), base_pieces[top]
 
     def picks_at(index: int) -> Picks:
         t0 = time.perf_counter()
-        base_sync.update(gen.output.y)
+        yield from base_sync.requests(gen.output.y)
         t1 = time.perf_counter()
         b = float(blend.softmax(base.logits()).max())
         if not gate_open(b, s.gamma, None, 0, index):
@@ -46,9 +49,9 @@ def nudging_steps(gen: Decoding) -> Iterator[Event]:
             return
         # The guide nudges: draft, then accept words while the base stays unsure of them.
         t2 = time.perf_counter()
-        draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
+        draft, guide_ended = yield from guide.draft_requests(gen.output.y, NUDGE_TOKENS)
         words = split_words(b"".join(piece for _, piece in draft))
-        accepted = accept_words(words, base_top, s.gamma)
+        accepted = yield from accept_words(words, base_top, s.gamma)
         for pick in nudge_picks(draft, accepted, index, b, t_base=t1 - t0,
                                 t_guide=time.perf_counter() - t2):
             yield pick
@@ -56,7 +59,7 @@ def nudging_steps(gen: Decoding) -> Iterator[Event]:
         if guide_ended and len(accepted) == len(words):
             yield End(StopReason.GUIDE_EOS)
         elif not accepted:  # the guide wrote nothing usable: let the base go on
-            base_sync.update(gen.output.y)
+            yield from base_sync.requests(gen.output.y)
             yield own_pick(gen, base, index, Provenance.BASE, t_model=0.0)
 
     yield from drive(gen, picks_at, engine=base)
@@ -73,6 +76,7 @@ SPEC = MethodSpec(
     events=True,
     rate_note="the intervention rate counts guide calls per token.",
     steps={"full": ignoring_spec(nudging_steps)},
+    driven=frozenset({"full"}),
     remote_steps={"full": ignoring_spec(remote_nudging_steps)},
     reads_guide_text=frozenset({"full"}),
     rank=3,

@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import Generator, Iterator
 
+from ..engines.base import answered, now
 from ..engines.remote.engine import Position
 from ..generation.decoding import Decoding
 from ..generation.driver import End, Event, Picks, drive
@@ -50,7 +51,7 @@ def remote_nudging_steps(gen: Decoding) -> Iterator[Event]:
         draft, guide_ended = guide.draft(gen.output.y, NUDGE_TOKENS)
         words = split_words(b"".join(piece for _, piece in draft))
         checks = _Checks(runs, index)
-        accepted = accept_words(words, checks.base_top, s.gamma)
+        accepted = now(accept_words(words, lambda text: answered(checks.base_top(text)), s.gamma))
         # a word was refused: the base goes on from that check
         kept = checks.keep_last() if len(accepted) < len(words) else None
         checks.close()

@@ -6,10 +6,10 @@ pair (KV reuse across requests). With ``parallel`` N > 1 they run on the many-an
 (``many._Scheduler``) over N slots (sequence views of the pair's models): a waiting job takes a
 free slot at the next step (with KV reuse, a slot whose cache its prompt continues: a chat's next
 turn finds its history there), a cancelled one frees its slot at its next token, and a failing one
-ends alone. A job whose method cannot batch (``nudging``, ``top100``, ``--compat paper``) waits
-until the running ones finish and then runs alone on the pair. Requests wait their turn in the
-queue either way. Each job streams its events back to the asyncio loop of the request that
-submitted it.
+ends alone. A job whose method cannot batch (one whose local step source evaluates by itself:
+none of today's methods) waits until the running ones finish and then runs alone on the pair.
+Requests wait their turn in the queue either way. Each job streams its events back to the asyncio
+loop of the request that submitted it.
 """
 
 from __future__ import annotations
@@ -112,9 +112,10 @@ class DecodeWorker:
         reuse = ("a request takes a slot whose KV cache its prompt continues"
                  if defaults.reuse_cache else "each from an empty KV cache")
         line = f"parallel: up to {self.parallel} requests decode together, {reuse}"
-        if alone:
-            line += f"; one at a time, once the others end: {', '.join(alone)}"
-        return line + " (and any request whose method or support cannot batch)"
+        if not alone:
+            return line + "; every method batches"
+        return (line + f"; one at a time, once the others end: {', '.join(alone)} (and any request "
+                "whose method or support cannot batch)")
 
     def _method_batches(self, defaults: GenerationSettings, method: str) -> bool:
         try:

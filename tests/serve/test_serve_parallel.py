@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from serve_helpers import API_KEY, running
 
 from blendin_local.commands.serve import choose_parallel
 from blendin_local.errors import UsageError
+from blendin_local.methods import METHODS
 from blendin_local.pair import ModelPair
 from blendin_local.serve.app import ServeConfig, create_app
 from blendin_local.settings import GenerationSettings
@@ -227,9 +228,24 @@ def test_one_failing_request_does_not_affect_the_others(sequential: list[str]) -
     assert max(groups[0].batch_sizes) > 1
 
 
-def test_a_method_that_cannot_batch_runs_alone_between_batches(
-    sequential: list[str], caplog: pytest.LogCaptureFixture
+def test_every_method_batches_and_the_start_up_line_says_so(
+    caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="blendin_local.serve")
+    pair, _ = slow_pair(4)
+    with running(create_app(pair, config(4))):
+        pass
+    start = [r.message for r in caplog.records if r.message.startswith("parallel:")]
+    assert start == ["parallel: up to 4 requests decode together, each from an empty KV cache; "
+                     "every method batches"]
+
+
+def test_a_method_that_cannot_batch_runs_alone_between_batches(
+    sequential: list[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every method batches today; one that evaluates by itself (nudging made so here) waits for
+    the running requests to end and runs alone, and the start-up line names it."""
+    monkeypatch.setitem(METHODS, "nudging", replace(METHODS["nudging"], driven=frozenset()))
     caplog.set_level(logging.INFO, logger="blendin_local.serve")
     pair, groups = slow_pair(4)
     nudging = body(3, model="nudging", max_tokens=6)
