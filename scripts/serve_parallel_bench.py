@@ -17,6 +17,10 @@ settings (checked equal here), so its in-process figure is the bench's B = 8 ble
 same run; ``chat`` sends eight chat questions to ``/v1/chat/completions`` (chat template and
 system prompt: longer prompts, answers that end at EOS).
 
+With ``--before DIR`` a second server runs the ``blendin_local`` package under DIR (e.g. ``git
+archive main blendin_local | tar -x -C DIR``, with DIR/models linked to the checkout's), its
+requests interleaved with this tree's in every round: a before/after of one run.
+
 Then 3. the time to first token (TTFT) of a lone chat request (median of 3), and 4. of one sent
 once 7 others are streaming (as many tokens each, so they are still running when it arrives). It
 prints the numbers with the load average, and how many of the 8 chat answers are the same text at
@@ -134,11 +138,14 @@ def serve_options(parallel: int, n_ctx: int, threads: int) -> list[str]:
             "--threads", str(threads), "--queue-timeout", "3600"]
 
 
-def serve(options: list[str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(options: list[str], log: Path, tree: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server (from the package under ``tree``, else this checkout's)."""
     port = free_port()
     cmd = [str(ROOT / ".venv/bin/blendin-local"), "serve", "--port", str(port), *options,
            "--log-level", "warning"]
     env = {k: v for k, v in os.environ.items() if k != "BLENDIN_API_KEY"}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -225,28 +232,37 @@ def clients(url: str, requests: list[Request], pid: int) -> dict[str, Any]:
             "cpu_clients_s": own_cpu() - own0}
 
 
-def throughput_rounds(url: str, pid: int, local: InProcess, parallel: int, workload: str,
+Server = tuple[str, subprocess.Popen[bytes]]  # URL, process
+
+
+def throughput_rounds(servers: dict[str, Server], local: InProcess, parallel: int, workload: str,
                       max_tokens: int, rounds: int) -> dict[str, Any]:
+    """The in-process run and each server's, in an order that rotates every round."""
     requests = requests_for(workload, max_tokens)
-    served: list[dict[str, Any]] = []
+    served: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     inproc: list[tuple[int, float, float]] = []
+    order = ["in-process", *servers]
     for r in range(rounds):
-        for what in ("in-process", "serve") if r % 2 == 0 else ("serve", "in-process"):
-            if what == "serve":
-                served.append(clients(url, requests, pid))
-            else:
+        for what in order[r % len(order):] + order[: r % len(order)]:
+            if what == "in-process":
                 inproc.append(local.rate(requests, parallel))
-    tokens, wall = sum(s["tokens"] for s in served), sum(s["wall_s"] for s in served)
+            else:
+                url, proc = servers[what]
+                served[what].append(clients(url, requests, proc.pid))
     in_tokens, in_wall = sum(t for t, _, _ in inproc), sum(s for _, s, _ in inproc)
-    row = {"workload": workload, "serve_tokens": tokens, "serve_wall_s": round(wall, 2),
-           "serve_tok_s": round(tokens / wall, 2), "in_process_tokens": in_tokens,
-           "in_process_wall_s": round(in_wall, 2), "in_process_tok_s": round(in_tokens / in_wall, 2),
-           "serve_over_in_process": round(tokens / wall / (in_tokens / in_wall), 3),
-           "in_process_cpu_s": round(sum(c for _, _, c in inproc), 2),
-           "per_round_tok_s": [[round(s["tok_s"], 1), round(t / w, 1)] for s, (t, w, _) in zip(served, inproc)]}
-    for key in ("cpu_decode_thread_s", "cpu_other_server_threads_s", "cpu_clients_s"):
-        row[key] = round(sum(s[key] for s in served), 2)
-    row["texts"] = served[0]["texts"]
+    row: dict[str, Any] = {
+        "workload": workload, "in_process_tokens": in_tokens, "in_process_wall_s": round(in_wall, 2),
+        "in_process_tok_s": round(in_tokens / in_wall, 2),
+        "in_process_cpu_s": round(sum(c for _, _, c in inproc), 2),
+        "in_process_per_round_tok_s": [round(t / w, 1) for t, w, _ in inproc]}
+    for name, runs in served.items():
+        tokens, wall = sum(s["tokens"] for s in runs), sum(s["wall_s"] for s in runs)
+        row[name] = {"tokens": tokens, "wall_s": round(wall, 2), "tok_s": round(tokens / wall, 2),
+                     "over_in_process": round(tokens / wall / (in_tokens / in_wall), 3),
+                     "per_round_tok_s": [round(s["tok_s"], 1) for s in runs]}
+        for key in ("cpu_decode_thread_s", "cpu_other_server_threads_s", "cpu_clients_s"):
+            row[name][key] = round(sum(s[key] for s in runs), 2)
+    row["texts"] = served["serve"][0]["texts"]
     return row
 
 
@@ -279,22 +295,28 @@ def measure(parallel: int, args: argparse.Namespace) -> dict[str, Any]:
     local = InProcess(options)
     print(f"bench workload = bench --throughput's prompts and settings: "
           f"{same_as_bench(local, args.max_tokens)}", flush=True)
-    proc, url = serve(options, Path(f"/tmp/serve_parallel_{parallel}.log"))
+    trees = {"serve": None, **({"serve (before)": args.before} if args.before else {})}
+    servers: dict[str, Server] = {}
     try:
-        stream(url, requests_for("chat", 8)[0], Answer())  # warm-up
+        for name, tree in trees.items():
+            proc, url = serve(options, Path(f"/tmp/serve_parallel_{parallel}_{len(servers)}.log"), tree)
+            servers[name] = url, proc
+            stream(url, requests_for("chat", 8)[0], Answer())  # warm-up
         local.rate(requests_for("chat", 8)[:1], 1)
         rows = []
         for workload in args.workload:
-            row = throughput_rounds(url, proc.pid, local, parallel, workload, args.max_tokens,
-                                    args.rounds)
-            print(f"--parallel {parallel} {workload}: serve {row['serve_tok_s']} tok/s, in-process "
-                  f"generate_many {row['in_process_tok_s']} tok/s: {row['serve_over_in_process']}",
-                  flush=True)
+            row = throughput_rounds(servers, local, parallel, workload, args.max_tokens, args.rounds)
+            print(f"--parallel {parallel} {workload}: in-process generate_many "
+                  f"{row['in_process_tok_s']} tok/s; " + "; ".join(
+                      f"{name} {row[name]['tok_s']} tok/s = {row[name]['over_in_process']} of it"
+                      for name in servers), flush=True)
             rows.append(row)
-        return {"parallel": parallel, "throughput": rows, **ttfts(url, parallel, args.max_tokens)}
+        return {"parallel": parallel, "throughput": rows,
+                **{name: ttfts(url, parallel, args.max_tokens) for name, (url, _) in servers.items()}}
     finally:
-        proc.terminate()
-        proc.wait(60)
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait(60)
 
 
 def main() -> None:
@@ -305,6 +327,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workload", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    ap.add_argument("--before", metavar="DIR", help="also serve the blendin_local package under DIR")
     args = ap.parse_args()
     print("load average before:", " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     results = [measure(p, args) for p in args.parallel]
