@@ -254,7 +254,9 @@ class _Scheduler:
     a slot is free, it gives the next job ``(key, conversation, settings)`` or None (none now). The
     jobs of one run may differ in settings and method, as long as each one batches. :meth:`run`
     yields ``(key, Step)`` and a :class:`Finished` per job, and returns once no job is active and
-    ``take`` gives none; ``started`` sees each job's :class:`Generation` before its first step.
+    ``take`` gives none; ``started`` sees each job's :class:`Generation` before its first step, and
+    ``before_decode`` is called before each batched decode (a server hands the steps made since the
+    last one to its clients there, in one go, while the decode runs without the GIL).
 
     An exception in one answer's own step source (or its Generation's set-up, or a decode that
     held its request) ends that answer alone, with that error; its slot is cleared and taken again.
@@ -262,10 +264,12 @@ class _Scheduler:
 
     def __init__(self, slots: list[ModelPair], take: Callable[[], Work | None], *,
                  started: Callable[[int, Generation], None] | None = None,
-                 memory: SlotMemory | None = None) -> None:
+                 memory: SlotMemory | None = None,
+                 before_decode: Callable[[], None] | None = None) -> None:
         self.slots = slots
         self.take = take
         self.started = started
+        self.before_decode = before_decode
         self.memory = memory or SlotMemory(list(range(len(slots))))
         self.free = self.memory.free
         self.active: dict[int, tuple[int, Generation, Generator[Step | Eval, None, None]]] = {}
@@ -299,6 +303,8 @@ class _Scheduler:
                     failed[slot] = ContextOverflowError(
                         f"{r.engine.name}: {len(r.engine.tokens) + len(r.ids)} tokens do not fit "
                         f"the context of {r.engine.n_ctx} (raise --n-ctx or shorten the prompt)")
+            if self.before_decode is not None:
+                self.before_decode()
             try:
                 run_evals(r for slot, r in requests.items() if slot not in failed)
             except Exception as exc:  # noqa: BLE001 - the decode failed: so did each answer in it

@@ -9,7 +9,8 @@ turn finds its history there), a cancelled one frees its slot at its next token,
 ends alone. A job whose method cannot batch (one whose local step source evaluates by itself:
 none of today's methods) waits until the running ones finish and then runs alone on the pair.
 Requests wait their turn in the queue either way. Each job streams its events back to the asyncio
-loop of the request that submitted it.
+loop of the request that submitted it; batched jobs' events go in one hand-off per loop and batched
+decode (:class:`Outbox`).
 """
 
 from __future__ import annotations
@@ -60,10 +61,7 @@ class Job:
 
     def emit(self, kind: str, payload: Any = None) -> None:
         """Called on the worker thread: hand the event to the request's loop."""
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, Event(kind, payload))
-        except RuntimeError:  # the loop is closed: the server is shutting down
-            self.cancel()
+        _hand_over(self.loop, [(self, Event(kind, payload))])
 
     def cancel(self) -> None:
         """From the request's side: skip the job if it waits, stop it at the next token if it runs."""
@@ -74,6 +72,39 @@ class Job:
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, items: list[tuple[Job, Event]]) -> None:
+    """From the worker thread: put each event on its job's queue, in one call on ``loop``."""
+    try:
+        loop.call_soon_threadsafe(_deliver, items)
+    except RuntimeError:  # the loop is closed: the server is shutting down
+        for job, _ in items:
+            job.cancel()
+
+
+def _deliver(items: list[tuple[Job, Event]]) -> None:
+    for job, event in items:
+        job.events.put_nowait(event)
+
+
+class Outbox:
+    """The batched jobs' events, kept on the worker thread and handed to each request loop in one
+    call per :meth:`flush` (before each batched decode) rather than one per token: each hand-off
+    wakes the loop, whose thread then holds the GIL while the decoding thread, between two
+    ``llama_decode`` calls, needs it; on a busy machine the holder may be descheduled meanwhile.
+    Flushed just before a decode, the loop's work runs while the decode has the GIL released."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+
+    def put(self, job: Job, kind: str, payload: Any = None) -> None:
+        self._by_loop.setdefault(job.loop, []).append((job, Event(kind, payload)))
+
+    def flush(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, items in by_loop.items():
+            _hand_over(loop, items)
 
 
 class DecodeWorker:
@@ -96,6 +127,7 @@ class DecodeWorker:
         self._keys = 0
         self._first: Job | None = None  # the job that starts the next scheduler run
         self._held: Job | None = None  # a job that cannot batch: it runs alone once the others end
+        self._outbox = Outbox()  # the batched jobs' events, until the next decode
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="blendin-decode", daemon=True)
         self._thread.start()
@@ -204,7 +236,7 @@ class DecodeWorker:
         job.generation = gen
         if job.cancelled:  # cancelled before its generation existed
             gen.cancel()
-        job.emit("start")
+        self._outbox.put(job, "start")
 
     def _run_batch(self, slots: list[ModelPair]) -> None:
         try:
@@ -212,31 +244,34 @@ class DecodeWorker:
         except Exception as exc:  # noqa: BLE001 - not one answer's fault: end them all, live on
             log.exception("the batched decode failed")
             for job in self._jobs.values():
-                job.emit("error", exc)
+                self._outbox.put(job, "error", exc)
             self._jobs.clear()
             for slot in slots:
                 for engine in (slot.base, slot.guide, slot.anti):
                     if engine is not None:
                         engine.rollback(0)
             self._memory = SlotMemory(list(range(len(slots))))
+        finally:
+            self._outbox.flush()
 
     def _route(self, slots: list[ModelPair]) -> None:
-        """Run the scheduler and hand each event to its job."""
-        for event in _Scheduler(slots, self._take, started=self._started,
-                                memory=self._memory).run():
+        """Run the scheduler and post each event for its job (sent before the next decode)."""
+        post = self._outbox.put
+        for event in _Scheduler(slots, self._take, started=self._started, memory=self._memory,
+                                before_decode=self._outbox.flush).run():
             if isinstance(event, Finished):
                 job = self._jobs.pop(event.index)
                 if event.error is None:
-                    job.emit("done", job.generation)
+                    post(job, "done", job.generation)
                     continue
                 if job.generation is None:  # it failed before it started
-                    job.emit("start")
+                    post(job, "start")
                 if not isinstance(event.error, BlendinError):
                     log.error("generation failed", exc_info=event.error)
-                job.emit("error", event.error)
+                post(job, "error", event.error)
             else:
                 key, step = event
-                self._jobs[key].emit("step", step)
+                post(self._jobs[key], "step", step)
 
     def _decode(self, job: Job) -> None:
         job.emit("start")

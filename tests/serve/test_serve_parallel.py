@@ -4,6 +4,7 @@ loopback; raw streams through httpx, answers through the openai client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -24,7 +25,9 @@ from blendin_local.commands.serve import choose_parallel
 from blendin_local.errors import UsageError
 from blendin_local.methods import METHODS
 from blendin_local.pair import ModelPair
+from blendin_local.prompts import Conversation
 from blendin_local.serve.app import ServeConfig, create_app
+from blendin_local.serve.worker import DecodeWorker, Event
 from blendin_local.settings import GenerationSettings
 
 from fakes import FakeEngine, FakeGroup, FakeSequence, cross_pair
@@ -157,6 +160,53 @@ def test_eight_streams_at_parallel_4_equal_the_answers_one_at_a_time(sequential:
     assert all(sequential)
     assert max(groups[0].batch_sizes) == 4  # four answers shared base decodes
     assert max(max(g.batch_sizes) for g in groups) <= 4
+
+
+async def _events_of(worker: DecodeWorker, prompts: list[str],
+                     settings: GenerationSettings) -> list[list[Event]]:
+    """Submit the prompts together; every job's events in the order its loop got them."""
+    jobs = [worker.submit(Conversation.single(p), settings) for p in prompts]
+    out: list[list[Event]] = []
+    for job in jobs:
+        events = [await asyncio.wait_for(job.events.get(), 20)]
+        while events[-1].kind not in ("done", "error"):
+            events.append(await asyncio.wait_for(job.events.get(), 20))
+        out.append(events)
+    return out
+
+
+def test_batched_steps_reach_the_loop_in_one_hand_off_per_decode() -> None:
+    """The worker wakes the request loop once per batched decode, not once per token (each wake-up
+    takes the GIL from the decoding thread), and each job still gets start, its steps, done."""
+    pair, groups = slow_pair(4)
+    worker = DecodeWorker(pair, queue_size=8, parallel=4)
+    hand_offs = 0
+
+    async def run() -> list[list[Event]]:
+        nonlocal hand_offs
+        loop = asyncio.get_running_loop()
+        plain = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            nonlocal hand_offs
+            hand_offs += 1
+            return plain(*args, **kw)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        return await _events_of(worker, [f"the a b {i} c" for i in LONG], FRESH)
+
+    try:
+        events = asyncio.run(run())
+    finally:
+        worker.close()
+    for job_events in events:
+        kinds = [e.kind for e in job_events]
+        assert kinds == ["start"] + ["step"] * (len(kinds) - 2) + ["done"]
+        assert [e.payload.index for e in job_events[1:-1]] == list(range(len(kinds) - 2))
+    steps = sum(len(e) - 2 for e in events)
+    decodes = sum(g.decodes for g in groups)
+    assert steps == 4 * FRESH.max_tokens
+    assert hand_offs <= decodes + 1 < steps  # +1: the last events, after the last decode
 
 
 def test_a_request_arriving_while_others_run_starts_before_they_finish() -> None:
