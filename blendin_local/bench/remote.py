@@ -367,9 +367,21 @@ def native_servers(opts: dict[str, Any], which: str, *, cpus: set[int] | None = 
             path = resolve_model(name)
             url = stack.enter_context(llama_server(
                 binary, path, name, n_ctx=min(opts["n_ctx"], 4096),
-                threads=threads or opts.get("threads") or 2, extra=("--metrics",), cpus=cpus))
+                threads=threads or shared_threads(opts.get("threads"))[1], extra=("--metrics",),
+                cpus=cpus))
             served[role] = f"{url}#{name}"
         yield served
+
+
+def shared_threads(client: int | None) -> tuple[int, int]:
+    """Threads for (the client's local models, a server started on the same cores): together no
+    more than the cores, the server the upper half (or what ``client`` threads leave, at least 1).
+    llama.cpp's thread pools spin at barriers: a server on every core beside a client's model, or
+    any other busy process, decoded a streamed token 3-4x slower (README: "Requests and speed")."""
+    cores = len(os.sched_getaffinity(0))
+    if client is None:
+        client = max(1, cores // 2)
+    return client, max(1, cores - client)
 
 
 def split_cores() -> tuple[set[int], set[int]] | None:

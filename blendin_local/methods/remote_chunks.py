@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import statistics
-import weakref
 from collections import deque
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's runs average ~4)
 IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
@@ -26,6 +27,7 @@ UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and it
 PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
 PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token probe: rare, since a
 #                    probe makes K = 2 the bound of its whole answer (about 1 request in 5 then 2 tokens)
+WASTE_SHARE = 0.2  # at most this many tokens decoded for nobody per token kept (the target is 0.25)
 
 
 @dataclass(frozen=True)
@@ -33,21 +35,26 @@ class Costs:
     """What the client has measured of one server: seconds to a request's first position, per
     further streamed position, extra to the first position of a request sent right after a closed
     stream; the share of positions that are unsure; whether the client waits for a server sharing
-    its cores to finish what it decodes past an unsure position."""
+    its cores to finish what it decodes past an unsure position; the round trip."""
 
     first_s: float
     step_s: float
     close_s: float
     unsure: float
     waits: bool
+    rtt_s: float = 0.0
 
 
 def best_chunk(costs: Costs, limit: int) -> int:
     """The chunk size in 1..``limit`` with the most positions per second of the client's waiting,
-    positions being unsure independently with probability ``costs.unsure``. Ties go to the smaller
-    chunk (fewer tokens decoded for nobody)."""
+    positions being unsure independently with probability ``costs.unsure``, among those whose
+    server decodes at most ``WASTE_SHARE`` tokens for nobody per position kept (past ~3 tokens the
+    rate gains a few per cent while a closed stream's waste grows with the round trip). Ties go to
+    the smaller chunk."""
     best, best_rate = 1, 0.0
     for k in range(1, limit + 1):
+        if waste_share(costs, k) > WASTE_SHARE:
+            continue
         rate = positions_per_s(costs, k)
         if rate > best_rate * (1 + 1e-9):
             best, best_rate = k, rate
@@ -66,6 +73,36 @@ def positions_per_s(costs: Costs, k: int) -> float:
     positions += p * k
     seconds += p * (costs.first_s + (k - 1) * step)
     return positions / seconds if seconds > 0 else float(k)
+
+
+def waste_share(costs: Costs, k: int) -> float:
+    """Expected tokens the server decodes for nobody per position kept, for requests of ``k``."""
+    q = costs.unsure
+    wasted = positions = 0.0
+    for i in range(1, k + 1):
+        p = (1 - q) ** (i - 1) * q
+        positions += p * i
+        wasted += p * _wasted_tokens(costs, k - i)
+    positions += (1 - q) ** k * k
+    return wasted / positions if positions > 0 else 0.0
+
+
+def tokens_after_close(rtt_s: float, step_s: float) -> int:
+    """Tokens llama-server decodes for a stream closed at a position before it stops: the close
+    reaches it half a round trip later, it sees it when it next writes a token, and finishes the
+    token it is then decoding (README: "client disconnect")."""
+    if rtt_s <= 0 or step_s <= 0:
+        return IN_FLIGHT
+    return 1 + max(1, math.ceil(rtt_s / step_s))
+
+
+def _wasted_tokens(costs: Costs, left: int) -> float:
+    """Tokens decoded for nobody past an unsure position with ``left`` tokens left in the chunk."""
+    if left <= 0:
+        return 0.0
+    if costs.waits and left <= DRAIN:
+        return left * (1 - READ_ON)
+    return float(min(left, tokens_after_close(costs.rtt_s, costs.step_s)))
 
 
 def _waste_s(costs: Costs, left: int) -> float:
@@ -160,8 +197,7 @@ class ServerClock:
         if step <= 0 or left_in_chunk <= 0:
             return 0.0
         rtt = self.rtt_s
-        seen_after = 1 + math.ceil(rtt / step) if rtt > 0 else IN_FLIGHT
-        return max(0.0, min(left_in_chunk, seen_after) * step - rtt / 2)
+        return max(0.0, min(left_in_chunk, tokens_after_close(rtt, step)) * step - rtt / 2)
 
     def costs(self, *, guided: bool, waits: bool) -> Costs | None:
         """The measured costs, or None before a first position and a streamed step are."""
@@ -171,7 +207,7 @@ class ServerClock:
         after = statistics.median(self.firsts_after_close) if self.firsts_after_close else first
         share, weight = UNSURE_PRIOR
         unsure = (self.unsure + share * weight) / (self.positions + weight) if guided else 0.0
-        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits)
+        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits, self.rtt_s)
 
     def cap(self, limit: int, *, guided: bool, waits: bool) -> int:
         """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
@@ -187,10 +223,10 @@ class ServerClock:
         return k
 
 
-_CLOCKS: weakref.WeakKeyDictionary[object, dict[str, ServerClock]] = weakref.WeakKeyDictionary()
-
-
-def clock_for(model: object, route: str) -> ServerClock:
-    """The clock of ``model`` reached at ``route`` (a URL: the same server behind a delay proxy is
-    another clock), shared by every answer while the model lives."""
-    return _CLOCKS.setdefault(model, {}).setdefault(route, ServerClock())
+def clock_for(clocks: MutableMapping[str, Any], route: str) -> ServerClock:
+    """The clock of a model reached at ``route`` (a URL: the same server behind a delay proxy is
+    another clock) in ``clocks``, the model's (``RemoteModel.clocks``, shared by its clones: every
+    answer of a batch reads and feeds one clock)."""
+    clock = clocks.setdefault(route, ServerClock())
+    assert isinstance(clock, ServerClock)
+    return clock

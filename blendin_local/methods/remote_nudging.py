@@ -90,8 +90,8 @@ class _Checks:
 
     def base_top(self, accepted: bytes) -> tuple[float, bytes]:
         self.close()
-        run = self.runs.stream(accepted, self.index)
-        first = next(run.positions, None)
+        run = self.runs.stream(accepted, self.index, check=True)
+        first = self.runs.first(run)
         self.last = (run, first)
         if first is None:  # the base ends here: no word goes past its end
             return 1.0, b""
@@ -108,7 +108,7 @@ class _Checks:
 
     def close(self) -> None:
         if self.last is not None:
-            self.last[0].positions.close()
+            self.runs.closed_early(self.last[0], got=1)
             self.last = None
 
 
