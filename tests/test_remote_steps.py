@@ -11,6 +11,7 @@ import pytest
 
 from blendin_local.engines.remote.engine import RemoteModel, RemoteSpec, is_loopback
 from blendin_local.methods.remote_chunks import (
+    GAIN,
     WASTE_SHARE,
     ChunkSizer,
     Costs,
@@ -182,8 +183,9 @@ def test_chunks_are_never_sized_past_the_waste_limit(unsure, rtt, waits):
     costs = Costs(first_s=0.040 + rtt, step_s=0.038, close_s=0.01, unsure=unsure, waits=waits, rtt_s=rtt)
     k = best_chunk(costs, 16)
     assert waste_share(costs, k) <= WASTE_SHARE
-    assert k == 16 or waste_share(costs, k + 1) > WASTE_SHARE or positions_per_s(costs, k + 1) <= (
-        positions_per_s(costs, k) * (1 + 1e-9))
+    allowed = [j for j in range(1, 17) if waste_share(costs, j) <= WASTE_SHARE]
+    # no chunk within the limit is more than GAIN faster than the one chosen
+    assert max(positions_per_s(costs, j) for j in allowed) <= positions_per_s(costs, k) * (1 + GAIN) + 1e-9
     assert waste_share(costs, 16) > WASTE_SHARE  # the limit binds: without it K would be larger
 
 
@@ -192,6 +194,14 @@ def test_no_unsure_positions_ask_the_largest_chunk_unless_streaming_is_slower():
     assert best_chunk(never, 16) == 16
     slow_stream = Costs(first_s=0.010, step_s=0.020, close_s=0.0, unsure=0.0, waits=True)
     assert best_chunk(slow_stream, 16) == 1
+
+
+def test_more_than_one_token_only_where_the_costs_say_it_is_clearly_faster():
+    """RTT 0, a request ~7 ms dearer than a streamed step: 2 tokens save ~4 % — inside the noise of
+    a shared machine's timings, while a drained or closed chunk wastes: the per-token protocol."""
+    close = Costs(first_s=0.045, step_s=0.038, close_s=0.01, unsure=0.2, waits=False)
+    assert positions_per_s(close, 2) > positions_per_s(close, 1)
+    assert best_chunk(close, 16) == 1
 
 
 def test_positions_per_s_of_one_token_requests_is_one_over_the_first_wait():
@@ -205,7 +215,10 @@ def test_the_clock_caps_from_what_it_measured():
     clock.firsts.extend([0.100] * 3)
     clock.gaps.extend([0.110] * 3)
     assert clock.cap(16, guided=True, waits=True) == 1
-    clock.since_gap = 128  # 1-token requests measure no streamed step: one 2-token probe now and then
+    clock.stepped(0.110)
+    clock.since_gap = 128  # 1-token requests have measured no streamed step for a while ...
+    assert clock.cap(16, guided=True, waits=True) == 1  # ... but their wait has not moved: no probe
+    clock.firsts.extend([0.130] * 4)  # it moved (a load): one 2-token probe
     assert clock.cap(16, guided=True, waits=True) == 2
     clock.firsts.clear()
     clock.firsts.extend([0.060] * 3)  # a 50 ms round trip appears

@@ -27,6 +27,9 @@ UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and it
 PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
 PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token probe: rare, since a
 #                    probe makes K = 2 the bound of its whole answer (about 1 request in 5 then 2 tokens)
+MOVED = 0.25  # ... and only where a request's wait moved by this share since the step was measured
+GAIN = 0.05  # more than one token is asked only where the costs say it is this much faster: on a
+#              shared machine the measured costs move by more, and a chunk past an unsure position wastes
 WASTE_SHARE = 0.2  # at most this many tokens decoded for nobody per token kept (the target is 0.25)
 
 
@@ -50,9 +53,10 @@ def best_chunk(costs: Costs, limit: int) -> int:
     positions being unsure independently with probability ``costs.unsure``, among those whose
     server decodes at most ``WASTE_SHARE`` tokens for nobody per position kept (past ~3 tokens the
     rate gains a few per cent while a closed stream's waste grows with the round trip). Ties go to
-    the smaller chunk."""
-    best, best_rate = 1, 0.0
-    for k in range(1, limit + 1):
+    the smaller chunk; more than one token only where that is ``GAIN`` faster than one."""
+    one = positions_per_s(costs, 1)
+    best, best_rate = 1, one * (1 + GAIN)
+    for k in range(2, limit + 1):
         if waste_share(costs, k) > WASTE_SHARE:
             continue
         rate = positions_per_s(costs, k)
@@ -180,10 +184,22 @@ class ServerClock:
     positions: int = 0
     unsure: int = 0
     since_gap: int = 0  # requests since a streamed step was last measured
+    first_at_gap: float = 0.0  # the median first-position wait when a streamed step was last measured
 
     @property
     def step_s(self) -> float:
         return statistics.median(self.gaps) if self.gaps else 0.0
+
+    def stepped(self, gap: float) -> None:
+        """A streamed step of ``gap`` seconds was measured."""
+        self.gaps.append(gap)
+        self.since_gap = 0
+        self.first_at_gap = statistics.median(self.firsts) if self.firsts else 0.0
+
+    def _first_moved(self) -> bool:
+        if not self.firsts or self.first_at_gap <= 0:
+            return True
+        return abs(statistics.median(self.firsts) / self.first_at_gap - 1) > MOVED
 
     @property
     def rtt_s(self) -> float:
@@ -211,14 +227,15 @@ class ServerClock:
 
     def cap(self, limit: int, *, guided: bool, waits: bool) -> int:
         """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
-        measured a 2-token probe (``limit`` unguided), and the probe again now and then where
-        1-token requests would never measure a streamed step. (A larger first guess costs the
-        whole answer: the request bound's K is the largest chunk it asked.)"""
+        measured a 2-token probe (``limit`` unguided), and the probe again where 1-token requests
+        have measured no streamed step for a while and the requests' wait has moved since (a round
+        trip or a load appeared). (A larger first guess costs the whole answer: the request
+        bound's K is the largest chunk it asked.)"""
         costs = self.costs(guided=guided, waits=waits)
         if costs is None:
             return limit if not guided else min(PROBE, limit)
         k = best_chunk(costs, limit)
-        if k == 1 and self.since_gap >= PROBE_EVERY:
+        if k == 1 and self.since_gap >= PROBE_EVERY and self._first_moved():
             return min(PROBE, limit)
         return k
 

@@ -145,8 +145,7 @@ class BaseRuns:
         if run.drained or not (got >= 2 or run.timed):
             return now
         if got:
-            self.clock.gaps.append(now - last)
-            self.clock.since_gap = 0
+            self.clock.stepped(now - last)
         else:
             firsts = self.clock.firsts_after_close if self.closed else self.clock.firsts
             firsts.append(now - run.sent)
