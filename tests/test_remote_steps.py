@@ -248,3 +248,15 @@ def test_one_clock_per_model_and_route_shared_by_clones():
     assert clock_for(a.clocks, "u") is not clock_for(b.clocks, "u")
     a.close()
     b.close()
+
+
+def test_a_nudging_check_is_sized_as_a_request_mostly_closed_after_its_first_position():
+    clock = ServerClock()
+    clock.firsts.extend([0.060] * 3)  # 50 ms of round trip, 10 ms per token, runs of ~100
+    clock.gaps.extend([0.010] * 3)
+    clock.positions, clock.unsure = 500, 5
+    assert clock.cap(16, guided=True, waits=False) == 16
+    clock.checks, clock.checks_kept = 40, 30  # most checks refused a word: read on as runs
+    assert clock.cap(16, guided=True, waits=False, check=True) > 1
+    clock.checks, clock.checks_kept = 40, 8  # most were closed after their first position
+    assert clock.cap(16, guided=True, waits=False, check=True) == 1

@@ -30,6 +30,7 @@ PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token 
 MOVED = 0.25  # ... and only where a request's wait moved by this share since the step was measured
 GAIN = 0.05  # more than one token is asked only where the costs say it is this much faster: on a
 #              shared machine the measured costs move by more, and a chunk past an unsure position wastes
+CHECK_CLOSED_PRIOR = (0.5, 10)  # share of nudging word checks closed after their first position
 WASTE_SHARE = 0.2  # at most this many tokens decoded for nobody per token kept (the target is 0.25)
 
 
@@ -176,13 +177,16 @@ class ChunkSizer:
 class ServerClock:
     """One server's pace as the client sees it, kept across answers: seconds between streamed
     positions, the wait for a request's first position (apart: those sent right after a closed
-    stream), and how many positions were read and unsure."""
+    stream), how many positions were read and unsure, and how many nudging word checks were sent
+    and kept (read on as the base's next run; the others are closed after their first position)."""
 
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     firsts_after_close: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     positions: int = 0
     unsure: int = 0
+    checks: int = 0
+    checks_kept: int = 0
     since_gap: int = 0  # requests since a streamed step was last measured
     first_at_gap: float = 0.0  # the median first-position wait when a streamed step was last measured
 
@@ -215,27 +219,32 @@ class ServerClock:
         rtt = self.rtt_s
         return max(0.0, min(left_in_chunk, tokens_after_close(rtt, step)) * step - rtt / 2)
 
-    def costs(self, *, guided: bool, waits: bool) -> Costs | None:
-        """The measured costs, or None before a first position and a streamed step are."""
+    def costs(self, *, guided: bool, waits: bool, check: bool = False) -> Costs | None:
+        """The measured costs, or None before a first position and a streamed step are. For a
+        nudging word check, a request mostly closed after its first position: it counts as an
+        unsure position there."""
         if not self.firsts or not self.gaps:
             return None
         first = statistics.median(self.firsts)
         after = statistics.median(self.firsts_after_close) if self.firsts_after_close else first
         share, weight = UNSURE_PRIOR
         unsure = (self.unsure + share * weight) / (self.positions + weight) if guided else 0.0
+        if check:
+            share, weight = CHECK_CLOSED_PRIOR
+            unsure = max(unsure, (self.checks - self.checks_kept + share * weight) / (self.checks + weight))
         return Costs(first, self.step_s, max(0.0, after - first), unsure, waits, self.rtt_s)
 
-    def cap(self, limit: int, *, guided: bool, waits: bool) -> int:
+    def cap(self, limit: int, *, guided: bool, waits: bool, check: bool = False) -> int:
         """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
         measured a 2-token probe (``limit`` unguided), and the probe again where 1-token requests
         have measured no streamed step for a while and the requests' wait has moved since (a round
         trip or a load appeared). (A larger first guess costs the whole answer: the request
         bound's K is the largest chunk it asked.)"""
-        costs = self.costs(guided=guided, waits=waits)
+        costs = self.costs(guided=guided, waits=waits, check=check)
         if costs is None:
             return limit if not guided else min(PROBE, limit)
         k = best_chunk(costs, limit)
-        if k == 1 and self.since_gap >= PROBE_EVERY and self._first_moved():
+        if k == 1 and not check and self.since_gap >= PROBE_EVERY and self._first_moved():
             return min(PROBE, limit)
         return k
 

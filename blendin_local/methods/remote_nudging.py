@@ -104,6 +104,7 @@ class _Checks:
             return None
         run, first = self.last
         self.last = None
+        self.runs.clock.checks_kept += 1
         return Run(_put_back(first, run.positions), run.asked, timed=False)
 
     def close(self) -> None:

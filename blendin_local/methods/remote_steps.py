@@ -70,10 +70,12 @@ class BaseRuns:
         """A request for the base's positions after the answer so far + ``extra``, of the size the
         measured costs call for. ``check``: a nudging word check (its first position is what is
         asked; it is read on only where it refuses a word), sized by the costs alone: the request
-        bound counts the base's runs, not the checks."""
-        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu)
+        bound counts the base's runs, not the checks; most checks are closed after their first
+        position, so they are sized as such (``ServerClock.costs``)."""
+        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu, check=check)
         left = self.gen.settings.max_tokens - index
         asked = max(1, min(cap, left)) if check else self.sizer.ask(index, left, cap)
+        self.clock.checks += check
         self.base.traffic.largest_chunk = max(self.base.traffic.largest_chunk, asked)
         self.clock.since_gap += 1
         return Run(self.base.stream(self.prompt + _text(self.gen.output.y + extra), max_tokens=asked,

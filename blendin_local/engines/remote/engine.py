@@ -157,8 +157,9 @@ class RemoteModel:
         """Another handle on the same server and connection pool (``httpx.Client`` is
         thread-safe) with its own per-stream state (``last_finish``) and its own ``traffic``, so
         that answers in different threads neither share nor count each other's requests. The
-        cache of rendered prompts and the measured pace (``clocks``) are shared; a learned ``logprob_limit`` is copied. Close only
-        the original: a clone's ``close`` would close the shared pool."""
+        cache of rendered prompts and the measured pace (``clocks``) are shared; a learned
+        ``logprob_limit`` is copied. Close only the original: a clone's ``close`` would close the
+        shared pool."""
         twin = copy.copy(self)
         twin.traffic = Traffic()
         twin.last_finish = None
