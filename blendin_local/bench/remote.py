@@ -151,13 +151,15 @@ def conversation(question: str) -> Conversation:
 
 
 def warm(pair: ModelPair, question: str) -> None:
-    """Show the base server the question's prompt once, outside the measurement: llama-server
+    """Show each server the question's prompt once, outside the measurement: llama-server
     evaluates a new prompt in one batch but re-evaluates only the last token of a cached one, which
-    moves its logits slightly — both loops should meet the same cache state."""
-    assert pair.base is not None
-    prompt = prompt_for(pair.base, conversation(question), role="base").text.decode()
-    base = server_of(pair.base)
-    base.next_position(prompt, logprobs=1)
+    moves its logits slightly — both loops should meet the same cache state. A remote guide's
+    prompt is rendered here too (its ``/apply-template`` request, once per conversation, was
+    counted in whichever loop ran first)."""
+    for engine, role in ((pair.base, "base"), (pair.guide, "guide")):
+        if engine is not None and servers(engine):
+            prompt = prompt_for(engine, conversation(question), role=role).text.decode()
+            server_of(engine).next_position(prompt, logprobs=1)
 
 
 def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_tokens: int,
