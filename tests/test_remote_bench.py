@@ -81,3 +81,15 @@ def test_bench_remote_faults_are_one_line(args, code, needle):
     assert proc.returncode == code and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_a_server_sharing_the_cores_gets_the_threads_the_client_leaves(monkeypatch):
+    """llama.cpp's pools spin at barriers: client + server threads never exceed the cores."""
+    from blendin_local.bench.remote import shared_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3})
+    assert shared_threads(None) == (2, 2)
+    assert shared_threads(1) == (1, 3)
+    assert shared_threads(4) == (4, 1)  # the client took every core: the server still needs one
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+    assert shared_threads(None) == (1, 1)

@@ -151,13 +151,15 @@ def conversation(question: str) -> Conversation:
 
 
 def warm(pair: ModelPair, question: str) -> None:
-    """Show the base server the question's prompt once, outside the measurement: llama-server
+    """Show each server the question's prompt once, outside the measurement: llama-server
     evaluates a new prompt in one batch but re-evaluates only the last token of a cached one, which
-    moves its logits slightly — both loops should meet the same cache state."""
-    assert pair.base is not None
-    prompt = prompt_for(pair.base, conversation(question), role="base").text.decode()
-    base = server_of(pair.base)
-    base.next_position(prompt, logprobs=1)
+    moves its logits slightly — both loops should meet the same cache state. A remote guide's
+    prompt is rendered here too (its ``/apply-template`` request, once per conversation, was
+    counted in whichever loop ran first)."""
+    for engine, role in ((pair.base, "base"), (pair.guide, "guide")):
+        if engine is not None and servers(engine):
+            prompt = prompt_for(engine, conversation(question), role=role).text.decode()
+            server_of(engine).next_position(prompt, logprobs=1)
 
 
 def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_tokens: int,
@@ -367,9 +369,21 @@ def native_servers(opts: dict[str, Any], which: str, *, cpus: set[int] | None = 
             path = resolve_model(name)
             url = stack.enter_context(llama_server(
                 binary, path, name, n_ctx=min(opts["n_ctx"], 4096),
-                threads=threads or opts.get("threads") or 2, extra=("--metrics",), cpus=cpus))
+                threads=threads or shared_threads(opts.get("threads"))[1], extra=("--metrics",),
+                cpus=cpus))
             served[role] = f"{url}#{name}"
         yield served
+
+
+def shared_threads(client: int | None) -> tuple[int, int]:
+    """Threads for (the client's local models, a server started on the same cores): together no
+    more than the cores, the server the upper half (or what ``client`` threads leave, at least 1).
+    llama.cpp's thread pools spin at barriers: a server on every core beside a client's model, or
+    any other busy process, decoded a streamed token 3-4x slower (README: "Requests and speed")."""
+    cores = len(os.sched_getaffinity(0))
+    if client is None:
+        client = max(1, cores // 2)
+    return client, max(1, cores - client)
 
 
 def split_cores() -> tuple[set[int], set[int]] | None:

@@ -31,14 +31,15 @@ def _remote_bench(opts: dict[str, Any], native: str | None, pin: bool, bench: di
                   ) -> dict[str, Any]:
     """The remote bench on shared cores, then (``pin``, two cores or more) with the server on its
     own cores and the client on the others."""
-    from ..bench.remote import native_servers, pinned, run_remote_bench, split_cores
+    from ..bench.remote import native_servers, pinned, run_remote_bench, shared_threads, split_cores
     from ..engines import servers
 
     methods = [bench["method"]]
     kwargs = {"chunk": opts["remote_chunk"], "max_tokens": bench["max_tokens"], "rounds": bench["rounds"],
               "rtts": bench["rtts"], "method": bench["method"], "questions": bench["questions"]}
-    with native_servers(opts, native) if native else nullcontext(opts) as served:
-        report = run_remote_bench(pair_from_options(served, methods), **kwargs)
+    client_threads, server_threads = shared_threads(opts.get("threads"))
+    with native_servers(opts, native, threads=server_threads) if native else nullcontext(opts) as served:
+        report = run_remote_bench(pair_from_options({**served, "threads": client_threads}, methods), **kwargs)
     cores = split_cores() if pin else None
     if cores is not None and native:
         client, server = cores

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import statistics
-import weakref
 from collections import deque
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's runs average ~4)
 IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
@@ -26,6 +27,11 @@ UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and it
 PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
 PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token probe: rare, since a
 #                    probe makes K = 2 the bound of its whole answer (about 1 request in 5 then 2 tokens)
+MOVED = 0.25  # ... and only where a request's wait moved by this share since the step was measured
+GAIN = 0.05  # more than one token is asked only where the costs say it is this much faster: on a
+#              shared machine the measured costs move by more, and a chunk past an unsure position wastes
+CHECK_CLOSED_PRIOR = (0.5, 10)  # share of nudging word checks closed after their first position
+WASTE_SHARE = 0.2  # at most this many tokens decoded for nobody per token kept (the target is 0.25)
 
 
 @dataclass(frozen=True)
@@ -33,21 +39,27 @@ class Costs:
     """What the client has measured of one server: seconds to a request's first position, per
     further streamed position, extra to the first position of a request sent right after a closed
     stream; the share of positions that are unsure; whether the client waits for a server sharing
-    its cores to finish what it decodes past an unsure position."""
+    its cores to finish what it decodes past an unsure position; the round trip."""
 
     first_s: float
     step_s: float
     close_s: float
     unsure: float
     waits: bool
+    rtt_s: float = 0.0
 
 
 def best_chunk(costs: Costs, limit: int) -> int:
     """The chunk size in 1..``limit`` with the most positions per second of the client's waiting,
-    positions being unsure independently with probability ``costs.unsure``. Ties go to the smaller
-    chunk (fewer tokens decoded for nobody)."""
-    best, best_rate = 1, 0.0
-    for k in range(1, limit + 1):
+    positions being unsure independently with probability ``costs.unsure``, among those whose
+    server decodes at most ``WASTE_SHARE`` tokens for nobody per position kept (past ~3 tokens the
+    rate gains a few per cent while a closed stream's waste grows with the round trip). Ties go to
+    the smaller chunk; more than one token only where that is ``GAIN`` faster than one."""
+    one = positions_per_s(costs, 1)
+    best, best_rate = 1, one * (1 + GAIN)
+    for k in range(2, limit + 1):
+        if waste_share(costs, k) > WASTE_SHARE:
+            continue
         rate = positions_per_s(costs, k)
         if rate > best_rate * (1 + 1e-9):
             best, best_rate = k, rate
@@ -66,6 +78,36 @@ def positions_per_s(costs: Costs, k: int) -> float:
     positions += p * k
     seconds += p * (costs.first_s + (k - 1) * step)
     return positions / seconds if seconds > 0 else float(k)
+
+
+def waste_share(costs: Costs, k: int) -> float:
+    """Expected tokens the server decodes for nobody per position kept, for requests of ``k``."""
+    q = costs.unsure
+    wasted = positions = 0.0
+    for i in range(1, k + 1):
+        p = (1 - q) ** (i - 1) * q
+        positions += p * i
+        wasted += p * _wasted_tokens(costs, k - i)
+    positions += (1 - q) ** k * k
+    return wasted / positions if positions > 0 else 0.0
+
+
+def tokens_after_close(rtt_s: float, step_s: float) -> int:
+    """Tokens llama-server decodes for a stream closed at a position before it stops: the close
+    reaches it half a round trip later, it sees it when it next writes a token, and finishes the
+    token it is then decoding (README: "client disconnect")."""
+    if rtt_s <= 0 or step_s <= 0:
+        return IN_FLIGHT
+    return 1 + max(1, math.ceil(rtt_s / step_s))
+
+
+def _wasted_tokens(costs: Costs, left: int) -> float:
+    """Tokens decoded for nobody past an unsure position with ``left`` tokens left in the chunk."""
+    if left <= 0:
+        return 0.0
+    if costs.waits and left <= DRAIN:
+        return left * (1 - READ_ON)
+    return float(min(left, tokens_after_close(costs.rtt_s, costs.step_s)))
 
 
 def _waste_s(costs: Costs, left: int) -> float:
@@ -135,18 +177,33 @@ class ChunkSizer:
 class ServerClock:
     """One server's pace as the client sees it, kept across answers: seconds between streamed
     positions, the wait for a request's first position (apart: those sent right after a closed
-    stream), and how many positions were read and unsure."""
+    stream), how many positions were read and unsure, and how many nudging word checks were sent
+    and kept (read on as the base's next run; the others are closed after their first position)."""
 
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     firsts_after_close: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     positions: int = 0
     unsure: int = 0
+    checks: int = 0
+    checks_kept: int = 0
     since_gap: int = 0  # requests since a streamed step was last measured
+    first_at_gap: float = 0.0  # the median first-position wait when a streamed step was last measured
 
     @property
     def step_s(self) -> float:
         return statistics.median(self.gaps) if self.gaps else 0.0
+
+    def stepped(self, gap: float) -> None:
+        """A streamed step of ``gap`` seconds was measured."""
+        self.gaps.append(gap)
+        self.since_gap = 0
+        self.first_at_gap = statistics.median(self.firsts) if self.firsts else 0.0
+
+    def _first_moved(self) -> bool:
+        if not self.firsts or self.first_at_gap <= 0:
+            return True
+        return abs(statistics.median(self.firsts) / self.first_at_gap - 1) > MOVED
 
     @property
     def rtt_s(self) -> float:
@@ -160,37 +217,42 @@ class ServerClock:
         if step <= 0 or left_in_chunk <= 0:
             return 0.0
         rtt = self.rtt_s
-        seen_after = 1 + math.ceil(rtt / step) if rtt > 0 else IN_FLIGHT
-        return max(0.0, min(left_in_chunk, seen_after) * step - rtt / 2)
+        return max(0.0, min(left_in_chunk, tokens_after_close(rtt, step)) * step - rtt / 2)
 
-    def costs(self, *, guided: bool, waits: bool) -> Costs | None:
-        """The measured costs, or None before a first position and a streamed step are."""
+    def costs(self, *, guided: bool, waits: bool, check: bool = False) -> Costs | None:
+        """The measured costs, or None before a first position and a streamed step are. For a
+        nudging word check, a request mostly closed after its first position: it counts as an
+        unsure position there."""
         if not self.firsts or not self.gaps:
             return None
         first = statistics.median(self.firsts)
         after = statistics.median(self.firsts_after_close) if self.firsts_after_close else first
         share, weight = UNSURE_PRIOR
         unsure = (self.unsure + share * weight) / (self.positions + weight) if guided else 0.0
-        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits)
+        if check:
+            share, weight = CHECK_CLOSED_PRIOR
+            unsure = max(unsure, (self.checks - self.checks_kept + share * weight) / (self.checks + weight))
+        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits, self.rtt_s)
 
-    def cap(self, limit: int, *, guided: bool, waits: bool) -> int:
+    def cap(self, limit: int, *, guided: bool, waits: bool, check: bool = False) -> int:
         """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
-        measured a 2-token probe (``limit`` unguided), and the probe again now and then where
-        1-token requests would never measure a streamed step. (A larger first guess costs the
-        whole answer: the request bound's K is the largest chunk it asked.)"""
-        costs = self.costs(guided=guided, waits=waits)
+        measured a 2-token probe (``limit`` unguided), and the probe again where 1-token requests
+        have measured no streamed step for a while and the requests' wait has moved since (a round
+        trip or a load appeared). (A larger first guess costs the whole answer: the request
+        bound's K is the largest chunk it asked.)"""
+        costs = self.costs(guided=guided, waits=waits, check=check)
         if costs is None:
             return limit if not guided else min(PROBE, limit)
         k = best_chunk(costs, limit)
-        if k == 1 and self.since_gap >= PROBE_EVERY:
+        if k == 1 and not check and self.since_gap >= PROBE_EVERY and self._first_moved():
             return min(PROBE, limit)
         return k
 
 
-_CLOCKS: weakref.WeakKeyDictionary[object, dict[str, ServerClock]] = weakref.WeakKeyDictionary()
-
-
-def clock_for(model: object, route: str) -> ServerClock:
-    """The clock of ``model`` reached at ``route`` (a URL: the same server behind a delay proxy is
-    another clock), shared by every answer while the model lives."""
-    return _CLOCKS.setdefault(model, {}).setdefault(route, ServerClock())
+def clock_for(clocks: MutableMapping[str, Any], route: str) -> ServerClock:
+    """The clock of a model reached at ``route`` (a URL: the same server behind a delay proxy is
+    another clock) in ``clocks``, the model's (``RemoteModel.clocks``, shared by its clones: every
+    answer of a batch reads and feeds one clock)."""
+    clock = clocks.setdefault(route, ServerClock())
+    assert isinstance(clock, ServerClock)
+    return clock

@@ -91,8 +91,8 @@ class _Checks:
 
     def base_top(self, accepted: bytes) -> tuple[float, bytes]:
         self.close()
-        run = self.runs.stream(accepted, self.index)
-        first = next(run.positions, None)
+        run = self.runs.stream(accepted, self.index, check=True)
+        first = self.runs.first(run)
         self.last = (run, first)
         if first is None:  # the base ends here: no word goes past its end
             return 1.0, b""
@@ -105,11 +105,12 @@ class _Checks:
             return None
         run, first = self.last
         self.last = None
+        self.runs.clock.checks_kept += 1
         return Run(_put_back(first, run.positions), run.asked, timed=False)
 
     def close(self) -> None:
         if self.last is not None:
-            self.last[0].positions.close()
+            self.runs.closed_early(self.last[0], got=1)
             self.last = None
 
 

@@ -63,16 +63,36 @@ class BaseRuns:
         self.guided: bool = guided
         self.prompt: str = _text(prompt_for(base, gen.conv, role="base").text)
         self.sizer: ChunkSizer = ChunkSizer(base.chunk_tokens)
-        self.clock: ServerClock = clock_for(base, base.routed)
+        self.clock: ServerClock = clock_for(base.clocks, base.routed)
         self.closed: bool = False  # the last stream was closed with tokens left to decode
 
-    def stream(self, extra: bytes, index: int) -> Run:
-        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu)
-        asked = self.sizer.ask(index, self.gen.settings.max_tokens - index, cap)
+    def stream(self, extra: bytes, index: int, *, check: bool = False) -> Run:
+        """A request for the base's positions after the answer so far + ``extra``, of the size the
+        measured costs call for. ``check``: a nudging word check (its first position is what is
+        asked; it is read on only where it refuses a word), sized by the costs alone: the request
+        bound counts the base's runs, not the checks; most checks are closed after their first
+        position, so they are sized as such (``ServerClock.costs``)."""
+        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu, check=check)
+        left = self.gen.settings.max_tokens - index
+        asked = max(1, min(cap, left)) if check else self.sizer.ask(index, left, cap)
+        self.clock.checks += check
         self.base.traffic.largest_chunk = max(self.base.traffic.largest_chunk, asked)
         self.clock.since_gap += 1
         return Run(self.base.stream(self.prompt + _text(self.gen.output.y + extra), max_tokens=asked,
                                     logprobs=self.logprobs), asked)
+
+    def first(self, run: Run) -> Position | None:
+        """``run``'s first position (None: the base ends here), its wait measured like any other."""
+        position = next(run.positions, None)
+        if position is not None:
+            self._arrived(run, 0, run.sent)
+        return position
+
+    def closed_early(self, run: Run, got: int) -> None:
+        """Close ``run`` after ``got`` positions: a server still decoding the rest delays the next
+        request (measured apart, ``ServerClock.firsts_after_close``)."""
+        run.positions.close()
+        self.closed = got < run.asked
 
     def read(self, run: Run, index: int,
              is_unsure: Callable[[Position, int], bool]) -> Generator[Pick, None, RunEnd]:
@@ -127,8 +147,7 @@ class BaseRuns:
         if run.drained or not (got >= 2 or run.timed):
             return now
         if got:
-            self.clock.gaps.append(now - last)
-            self.clock.since_gap = 0
+            self.clock.stepped(now - last)
         else:
             firsts = self.clock.firsts_after_close if self.closed else self.clock.firsts
             firsts.append(now - run.sent)

@@ -137,6 +137,9 @@ class RemoteModel:
         self.last_finish: str | None = None  # the last stream's finish_reason, once it came
         self.name = f"{spec.model}@{spec.url}"
         self.routed = spec.url  # where requests go (another URL: the server behind a proxy)
+        # route → the remote loops' measured pace of this server (methods.remote_chunks.ServerClock),
+        # kept across answers and shared by clones
+        self.clocks: dict[str, Any] = {}
         # a server on a loopback address shares this machine's cores (the remote loops let it finish)
         self.shares_cpu: bool = is_loopback(spec.url)
         self.timeout = timeout
@@ -154,8 +157,9 @@ class RemoteModel:
         """Another handle on the same server and connection pool (``httpx.Client`` is
         thread-safe) with its own per-stream state (``last_finish``) and its own ``traffic``, so
         that answers in different threads neither share nor count each other's requests. The
-        cache of rendered prompts is shared; a learned ``logprob_limit`` is copied. Close only
-        the original: a clone's ``close`` would close the shared pool."""
+        cache of rendered prompts and the measured pace (``clocks``) are shared; a learned
+        ``logprob_limit`` is copied. Close only the original: a clone's ``close`` would close the
+        shared pool."""
         twin = copy.copy(self)
         twin.traffic = Traffic()
         twin.last_finish = None

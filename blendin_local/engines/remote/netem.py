@@ -102,9 +102,10 @@ class DelayProxy:
             return
         writers = (client_w, server_w)
         self._open.update(writers)
-        await asyncio.gather(self._pipe(client_r, server_w, writers, response=False),
-                             self._pipe(server_r, client_w, writers, response=True),
-                             return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):  # the proxy closing with this one open
+            await asyncio.gather(self._pipe(client_r, server_w, writers, response=False),
+                                 self._pipe(server_r, client_w, writers, response=True),
+                                 return_exceptions=True)
         for w in writers:
             w.close()
             self._open.discard(w)
