@@ -4,7 +4,8 @@ Runs the eval's own ``run_plan`` in-process (models loaded once) over the first 
 items of ``docs/eval/gsm8k-mini.jsonl`` (repeated, with fresh ids, to reach ``--items``) for the
 given methods, once per batch size, alternating the order over ``--rounds``, and counts per model:
 ``llama_decode`` calls, tokens, ubatches (llama.cpp splits a multi-sequence batch into runs of
-consecutive sequence ids with equal tokens each), and seconds inside ``eval_many``.
+consecutive sequence ids with equal tokens each; with a unified KV one ubatch of up to n_ubatch
+tokens: ``BLENDIN_KV_UNIFIED``), and seconds inside ``eval_many``.
 
     .venv/bin/python scripts/profile_eval_batch.py --items 8 --max-tokens 64 --batches 1,8
 """
@@ -52,7 +53,8 @@ class Counters:
             c["decodes"] += group.decodes - before
             c["tokens"] += sum(n for _, n in work)
             c["seqs"] += len(work)
-            c["ubatches"] += ubatches(work, group.n_batch)
+            c["ubatches"] += (ubatches(work, group.n_batch) if not group.unified_kv
+                              else -(-sum(n for _, n in work) // group.n_batch))
             counters.calls.append((group.engine.name, work,
                                    time.perf_counter() - t0))
             return out

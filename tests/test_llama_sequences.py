@@ -15,7 +15,8 @@ from test_llama_engine import TINY_BATCH_SHAPE_TOL, maxdiff, random_ids
 from blendin_local.engines.base import set_tokens
 from blendin_local.errors import ContextOverflowError, UsageError
 from blendin_local.generation.generate import generate
-from blendin_local.generation.many import generate_many
+from blendin_local.generation.many import generate_many, pair_sequences
+from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
 from blendin_local.settings import GenerationSettings
 
@@ -34,17 +35,19 @@ def single_logits(engine, ids) -> np.ndarray:
     return engine.logits().copy()
 
 
-def test_each_view_equals_the_single_engine_alone(tiny_engine):
+@pytest.mark.parametrize("unified_kv", [False, True], ids=["per-stream", "unified"])
+def test_each_view_equals_the_single_engine_alone(tiny_engine, unified_kv: bool):
     prompt = random_ids(1, 30, bos=True)
     ref = single_logits(tiny_engine, prompt)
-    views = tiny_engine.sequences(3)
+    views = tiny_engine.sequences(3, unified_kv=unified_kv)
     assert [v.seq for v in views] == [0, 1, 2] and views[0].n_ctx == tiny_engine.n_ctx
     views[1].eval(prompt)  # same chunking as the single engine (n_batch 16): exact
     assert maxdiff(views[1].logits(), ref) == 0.0
     assert views[1].tokens == prompt and views[0].tokens == []
 
 
-def test_eval_many_gives_each_sequence_its_own_logits(tiny_engine):
+@pytest.mark.parametrize("unified_kv", [False, True], ids=["per-stream", "unified"])
+def test_eval_many_gives_each_sequence_its_own_logits(tiny_engine, unified_kv: bool):
     prompts = [random_ids(s, n, bos=True) for s, n in ((2, 5), (3, 11), (4, 3))]
     steps = [random_ids(10 + s, 4) for s in range(3)]
     refs = []
@@ -53,7 +56,7 @@ def test_eval_many_gives_each_sequence_its_own_logits(tiny_engine):
         for t in more:
             tiny_engine.eval([t])
         refs.append(tiny_engine.logits().copy())
-    views = tiny_engine.sequences(3)
+    views = tiny_engine.sequences(3, unified_kv=unified_kv)
     group = views[0].group
     group.eval_many(list(zip(views, prompts, strict=True)))  # 19 tokens: two chunks of 16
     for k in range(4):
@@ -76,10 +79,11 @@ def test_a_views_logits_survive_other_sequences_decodes(tiny_engine):
     assert maxdiff(a.logits(), row) == 0.0  # kept (copied) before b's decode overwrote it
 
 
-def test_rollback_of_one_sequence_leaves_the_others(tiny_engine):
+@pytest.mark.parametrize("unified_kv", [False, True], ids=["per-stream", "unified"])
+def test_rollback_of_one_sequence_leaves_the_others(tiny_engine, unified_kv: bool):
     prompt, good, junk = random_ids(1, 25, bos=True), random_ids(2, 6), random_ids(3, 9)
     ref = single_logits(tiny_engine, prompt + good)
-    a, b = tiny_engine.sequences(2)
+    a, b = tiny_engine.sequences(2, unified_kv=unified_kv)
     a.eval(prompt)
     b.eval(prompt)
     a.eval(junk)
@@ -97,8 +101,9 @@ def test_rollback_of_one_sequence_leaves_the_others(tiny_engine):
         a.logits()
 
 
-def test_each_sequence_has_its_own_context_of_n_ctx(tiny_engine):
-    views = tiny_engine.sequences(2)
+@pytest.mark.parametrize("unified_kv", [False, True], ids=["per-stream", "unified"])
+def test_each_sequence_has_its_own_context_of_n_ctx(tiny_engine, unified_kv: bool):
+    views = tiny_engine.sequences(2, unified_kv=unified_kv)
     views[0].eval(random_ids(1, tiny_engine.n_ctx, bos=False))  # fills its own cache
     views[1].eval(random_ids(2, 100, bos=True))  # the other still has all its room
     with pytest.raises(ContextOverflowError, match="do not fit the context"):
@@ -111,11 +116,44 @@ def test_asking_for_more_kv_than_memory_is_a_usage_error(tiny_engine):
     assert tiny_engine.max_sequences() > 8
 
 
-def test_sequences_are_reused_for_the_same_count(tiny_engine):
+def test_sequences_are_reused_for_the_same_count_and_layout(tiny_engine):
     a = tiny_engine.sequences(4)
     assert tiny_engine.sequences(4)[0] is a[0]
     assert tiny_engine.sequences(2)[0] is not a[0]
+    unified = tiny_engine.sequences(2, unified_kv=True)
+    assert unified[0].group.unified_kv and unified[0] is not tiny_engine.sequences(2)[0]
 
+
+def test_uneven_runs_of_scattered_sequences_match_either_layout(tiny_engine):
+    """The guide's catch-ups: a few non-consecutive sequences with runs of different lengths in
+    one eval_many (per-stream KV: several ubatches; unified: one) give the same logits."""
+    prompts = [random_ids(20 + s, 6 + s, bos=True) for s in range(5)]
+    runs = {1: random_ids(30, 4), 3: random_ids(31, 1), 4: random_ids(32, 7)}
+    rows = {}
+    for unified_kv in (False, True):
+        views = tiny_engine.sequences(5, unified_kv=unified_kv)
+        group = views[0].group
+        group.eval_many(list(zip(views, prompts, strict=True)))
+        before = group.decodes
+        group.eval_many([(views[i], ids) for i, ids in runs.items()])
+        assert group.decodes == before + 1  # 12 tokens: one llama_decode (n_batch 16)
+        for i, ids in runs.items():
+            assert views[i].tokens == prompts[i] + ids
+            rows[unified_kv, i] = views[i].logits().copy()
+    for i, ids in runs.items():
+        ref = single_logits(tiny_engine, prompts[i] + ids)
+        for unified_kv in (False, True):
+            assert maxdiff(rows[unified_kv, i], ref) < TINY_BATCH_SHAPE_TOL
+
+
+
+def test_pair_sequences_give_each_role_its_kv_layout(tiny_engine, monkeypatch):
+    pair = ModelPair(base=tiny_engine)
+    for override, unified in (("none", False), ("guide", False), ("base,guide", True)):
+        monkeypatch.setenv("BLENDIN_KV_UNIFIED", override)
+        assert pair_sequences(pair, 2)[0].base.group.unified_kv is unified
+    monkeypatch.delenv("BLENDIN_KV_UNIFIED")
+    assert pair_sequences(pair, 2)[0].base.group.unified_kv  # the default (measured faster)
 
 # --- the real default pair ------------------------------------------------------------------------
 @pytest.mark.integration

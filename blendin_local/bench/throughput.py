@@ -19,7 +19,7 @@ import numpy as np
 
 from ..engines.base import group_of, sequences_of
 from ..generation.generate import generate
-from ..generation.many import generate_many
+from ..generation.many import generate_many, unified_kv
 from ..pair import ModelPair
 from ..prompts import Conversation
 from ..settings import GenerationSettings
@@ -63,7 +63,7 @@ def raw_decode(pair: ModelPair, batch: int, max_tokens: int, rate: Rate) -> None
     decode (continuous: a sequence done at ``max_tokens`` hands its slot to the next prompt)."""
     base = pair.base
     assert base is not None
-    views = sequences_of(base, batch)
+    views = sequences_of(base, batch, unified_kv=unified_kv("base"))
     assert views is not None, "the base has no multi-sequence context"
     group = group_of(views[0])
     assert group is not None

@@ -234,11 +234,12 @@ class SequenceGroup(Protocol):
         ...
 
 
-def sequences_of(engine: Engine, n: int) -> list[Engine] | None:
+def sequences_of(engine: Engine, n: int, *, unified_kv: bool = False) -> list[Engine] | None:
     """``n`` sequence views of ``engine`` sharing one multi-sequence context (each one an
-    :class:`Engine`), or None where the engine has no such context (a server, an older fake)."""
+    :class:`Engine`), or None where the engine has no such context (a server, an older fake).
+    ``unified_kv``: one KV buffer for all sequences rather than one stream each (llama.cpp)."""
     make = getattr(engine, "sequences", None)
-    return None if make is None else list(make(n))
+    return None if make is None else list(make(n, unified_kv=unified_kv))
 
 
 def group_of(engine: Engine) -> SequenceGroup | None:

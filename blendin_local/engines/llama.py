@@ -388,17 +388,18 @@ class LlamaEngine(InProcess):
         return ids, (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
 
     # --- many sequences ------------------------------------------------------------------------
-    def sequences(self, n: int) -> list[LlamaSequence]:
+    def sequences(self, n: int, *, unified_kv: bool = False) -> list[LlamaSequence]:
         """``n`` sequence views of this model in one context with ``n_seq_max = n`` (each an
-        :class:`~blendin_local.engines.base.Engine` with its own KV of ``n_ctx`` tokens); their
+        :class:`~blendin_local.engines.base.Engine` with room for ``n_ctx`` tokens); their
         group's ``eval_many`` decodes pending tokens of several in one ``llama_decode``. The
-        context is kept for the next call with the same ``n``, else replaced."""
-        if self._group is None or len(self._group.views) != n:
-            if self._group is not None:
-                self._group.close()
+        context is kept for the next call with the same ``n`` and KV layout, else replaced."""
+        group = self._group
+        if group is None or len(group.views) != n or group.unified_kv != unified_kv:
+            if group is not None:
+                group.close()
                 self._group = None
-            self._group = LlamaSequences(self, n)
-        return list(self._group.views)
+            group = self._group = LlamaSequences(self, n, unified_kv=unified_kv)
+        return list(group.views)
 
     def max_sequences(self, share: float = 0.5) -> int:
         """How many sequences of ``n_ctx`` tokens fit in ``share`` of the available memory."""
@@ -440,14 +441,16 @@ def available_memory() -> int | None:
 class LlamaSequences:
     """One llama.cpp context holding ``n`` sequences of ``engine``'s model (weights shared).
 
-    Each sequence has its own KV stream of the engine's ``n_ctx`` positions (``kv_unified`` off:
-    measured faster for unrelated prompts, and a long answer cannot starve the others), and
+    Each sequence may take ``n_ctx`` positions (``check_room``) of ``n × n_ctx`` KV cells: in one
+    buffer for all (``unified_kv``: a batch of any sequences and token counts is one ubatch; the
+    caller's choice, see :func:`~blendin_local.generation.many.unified_kv`) or one stream each
+    (llama.cpp then splits a batch at every break in sequence ids or token counts), and
     ``swa_full`` as for the single engine (spec §9). Logits rows are read zero-copy; a sequence
     whose row the next decode would overwrite gets a copy first (:meth:`eval_many`), so each
     view's ``logits()`` stays valid until its own next ``eval``.
     """
 
-    def __init__(self, engine: LlamaEngine, n: int) -> None:
+    def __init__(self, engine: LlamaEngine, n: int, *, unified_kv: bool = False) -> None:
         if n < 1:
             raise UsageError(f"the number of sequences must be >= 1, got {n}")
         lib = engine._lib
@@ -464,7 +467,7 @@ class LlamaSequences:
         params = lib.llama_context_params.from_buffer_copy(engine._llm.context_params)
         params.n_seq_max = n
         params.n_ctx = engine.n_ctx * n
-        params.kv_unified = False
+        params.kv_unified = self.unified_kv = unified_kv
         params.swa_full = True  # with False, a KV rollback "works" but gives wrong logits
         # llama.cpp decodes any batch of more than one token with n_threads_batch (by default every
         # core, meant for prompts), so one token each of B sequences would run there too; they are

@@ -23,6 +23,7 @@ do not start (``run`` raises that error; eval saves the finished ones and can re
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -56,6 +57,25 @@ Work = tuple[int, Conversation, GenerationSettings]  # a job for the scheduler: 
 
 
 DEFAULT_BATCH = 8  # on 2 CPU cores, raw batched decode gains most of its speed-up by 8 (spec §11)
+UNIFIED_KV_ROLES = frozenset({"base", "guide", "anti"})  # see unified_kv
+
+
+def unified_kv(role: str) -> bool:
+    """Whether ``role``'s multi-sequence context keeps one KV buffer for all its sequences.
+
+    With a KV stream per sequence llama.cpp cuts a batch into ubatches of consecutive sequence
+    ids taking equally many tokens each (``split_equal``), each a full pass over the weights; a
+    unified buffer takes the whole batch in one (``split_simple``), and the other sequences'
+    cells are masked out of attention. Guide catch-ups (uneven runs for a few scattered
+    sequences) and prompts joining a running batch are such batches: in a 16-item eval at
+    ``--batch 8`` SmolLM2 went from 470 to 202 ubatches and Gemma from 405 to 290 (README, *Many
+    answers at once*), and B = 8 blendin gained ~5 % in ``bench --throughput``; measured with
+    128-token answers at ``--n-ctx 1024``, never slower. ``BLENDIN_KV_UNIFIED`` (roles,
+    comma-separated, or ``none``) overrides, for benchmarks (``scripts/kv_layout_ab.py``).
+    """
+    override = os.environ.get("BLENDIN_KV_UNIFIED")
+    roles = UNIFIED_KV_ROLES if override is None else frozenset(override.split(","))
+    return role in roles
 
 
 def fitting_batch(pair: ModelPair, want: int = DEFAULT_BATCH) -> int:
@@ -77,7 +97,7 @@ def pair_sequences(pair: ModelPair, n: int,
     views: dict[str, list[Engine]] = {}
     for role, engine in engines.items():
         if engine is not None and role in roles:
-            seqs = sequences_of(engine, n)
+            seqs = sequences_of(engine, n, unified_kv=unified_kv(role))
             if seqs is None:
                 return None
             views[role] = seqs
@@ -454,7 +474,7 @@ class _InFlight:
         for role, engine in (("base", pair.base), ("guide", pair.guide), ("anti", pair.anti)):
             if engine is None or not engine.capabilities.kv_cache:
                 continue
-            seqs = sequences_of(engine, n)
+            seqs = sequences_of(engine, n, unified_kv=unified_kv(role))
             if seqs is None:
                 return None
             lock = threading.Lock()  # one per llama.cpp context

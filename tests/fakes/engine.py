@@ -130,7 +130,7 @@ class FakeEngine(InProcess):
     def top_logprobs(self, prompt: str, k: int) -> Position | None:
         return dense_top_logprobs(self, prompt, k)
 
-    def sequences(self, n: int) -> list[FakeSequence]:
+    def sequences(self, n: int, *, unified_kv: bool = False) -> list[FakeSequence]:
         """``n`` sequence views sharing one :class:`FakeGroup` (the multi-sequence interface of
         ``LlamaEngine.sequences``); kept for the next call with the same ``n``."""
         group = getattr(self, "_group", None)
@@ -175,7 +175,7 @@ class FakeSequence(FakeEngine):
     def eval(self, ids: Sequence[int]) -> None:
         self.group.eval_many([(self, ids)])
 
-    def sequences(self, n: int) -> list[FakeSequence]:
+    def sequences(self, n: int, *, unified_kv: bool = False) -> list[FakeSequence]:
         raise TypeError("a sequence view has no sequences of its own")
 
 
