@@ -57,7 +57,7 @@ Work = tuple[int, Conversation, GenerationSettings]  # a job for the scheduler: 
 
 
 DEFAULT_BATCH = 8  # on 2 CPU cores, raw batched decode gains most of its speed-up by 8 (spec §11)
-UNIFIED_KV_ROLES = frozenset({"base", "guide", "anti"})  # see unified_kv
+UNIFIED_KV_ROLES: frozenset[str] = frozenset()  # see unified_kv
 
 
 def unified_kv(role: str) -> bool:
@@ -65,13 +65,13 @@ def unified_kv(role: str) -> bool:
 
     With a KV stream per sequence llama.cpp cuts a batch into ubatches of consecutive sequence
     ids taking equally many tokens each (``split_equal``), each a full pass over the weights; a
-    unified buffer takes the whole batch in one (``split_simple``), and the other sequences'
-    cells are masked out of attention. Guide catch-ups (uneven runs for a few scattered
-    sequences) and prompts joining a running batch are such batches: in a 16-item eval at
-    ``--batch 8`` SmolLM2 went from 470 to 202 ubatches and Gemma from 405 to 290 (README, *Many
-    answers at once*), and B = 8 blendin gained ~5 % in ``bench --throughput``; measured with
-    128-token answers at ``--n-ctx 1024``, never slower. ``BLENDIN_KV_UNIFIED`` (roles,
-    comma-separated, or ``none``) overrides, for benchmarks (``scripts/kv_layout_ab.py``).
+    unified buffer takes the whole batch in one (``split_simple``). That gained ~5 % for blendin at
+    B = 8 with 128-token answers (guide catch-ups are such ragged batches), but with a unified
+    buffer every token's attention covers every sequence's cells (flash attention is off): with
+    300-token contexts B = 8 decode steps were 11 % (Gemma) and 20 % (SmolLM2) slower, with 900
+    tokens 30 % and 48 % (``scripts/kv_layout_long_context.py``; README, *KV layout*). So a
+    stream per sequence for every role; ``BLENDIN_KV_UNIFIED`` (roles, comma-separated, or
+    ``none``) chooses otherwise, e.g. for short-answer evals or ``scripts/kv_layout_ab.py``.
     """
     override = os.environ.get("BLENDIN_KV_UNIFIED")
     roles = UNIFIED_KV_ROLES if override is None else frozenset(override.split(","))
