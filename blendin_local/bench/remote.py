@@ -76,6 +76,7 @@ class LoopRun:
     guide_requests: int | None = None  # None: a local guide
     guide_over: int = 0
     server_generated: int | None = None  # tokens the base server generated (its --metrics)
+    base_token_kept: int = 0  # interventions where the blend chose the base's own token
     decided_open: int = 0  # interventions decided with the base's stream kept open
     kept_open: int = 0  # ... of them, the blend kept the base's token: read on, no request
     texts: list[str] = field(default_factory=list)
@@ -119,6 +120,7 @@ class LoopRun:
         self.base_bound += bound
         self.base_over += int(base.get("requests", 0)) > bound
         self.bytes_received += int(base.get("bytes_received", 0))
+        self.base_token_kept += int(base.get("base_token_kept", 0))
         self.decided_open += int(base.get("decided_open", 0))
         self.kept_open += int(base.get("kept_open", 0))
         if guide is not None:
@@ -148,7 +150,8 @@ class LoopRun:
             "guide_requests": self.guide_requests, "answers_over_guide_bound": self.guide_over,
             "server_generated": self.server_generated,
             "server_generated_per_kept": None if waste is None else round(waste, 3),
-            "decided_open": self.decided_open, "kept_open": self.kept_open,
+            "base_token_kept": self.base_token_kept, "decided_open": self.decided_open,
+            "kept_open": self.kept_open,
         }
 
 
@@ -234,17 +237,18 @@ def network(pair: ModelPair, rtt_ms: float) -> Iterator[None]:
 def run_loops(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: int, gamma: float,
               method: str, counter: ServerCounter | None, questions: int = len(QUESTIONS)
               ) -> tuple[LoopRun, LoopRun, LoopRun]:
-    """The loops on each of the first ``questions`` questions in turn, ``rounds`` times (the
-    machine's drift hits all): chunked with the stream kept open through unsure positions, chunked
-    closing it there (as before; for BlendIn only: nudging never keeps it open), per token."""
+    """The loops on each of the first ``questions`` questions in turn, ``rounds`` times, a different
+    loop first on each question (the machine's drift and a cold start hit all): chunked with the
+    stream kept open through unsure positions, chunked closing it there (as before; BlendIn only:
+    nudging never keeps it open), per token."""
     chunked = LoopRun(f"chunked (K≤{chunk}), kept open", chunk)
     closing = LoopRun(f"chunked (K≤{chunk}), closes", chunk, keep_open=False)
     per_token = LoopRun("per-token (K=1)", 1)
     loops = (chunked, closing, per_token) if method == "blendin" else (chunked, per_token)
     for _ in range(rounds):
-        for question in QUESTIONS[:questions]:
+        for i, question in enumerate(QUESTIONS[:questions]):
             warm(pair, question)
-            for run in loops:
+            for run in loops[i % len(loops):] + loops[:i % len(loops)]:  # each loop first in turn
                 before = counter.generated() if counter else None
                 r = answer(pair, question, chunk=run.chunk, gamma=gamma, max_tokens=max_tokens,
                            method=method, keep_open=run.keep_open)
@@ -303,7 +307,8 @@ def targets(chunked: LoopRun, per_token: LoopRun, *, rtt_ms: float, method: str,
              "value": round(chunked.tokens_per_s / closing.tokens_per_s, 3) if closing.tokens_per_s else 0.0,
              "target": "informative", "ok": None},
             {"metric": "interventions read on (the blend kept the base's token)",
-             "value": f"{chunked.kept_open} / {chunked.decided_open} kept open of {chunked.interventions}",
+             "value": f"{chunked.kept_open} / {chunked.decided_open} kept open; the base's token "
+                      f"chosen at {per_token.base_token_kept} / {per_token.interventions} (per-token)",
              "target": "informative", "ok": None},
             {"metric": "greedy text closing == per-token", "value": f"{same} / {len(closing.texts)}",
              "target": "every answer", "ok": same == len(closing.texts)},

@@ -162,6 +162,7 @@ class BaseRuns:
         token was changed is closed here."""
         rest = end.read_on(piece)
         self.sizer.intervened(read_on=rest is not None and rest.kept_open)
+        self.base.traffic.base_token_kept += end.unsure is not None and piece == end.unsure.text.encode()
         if end.rest is not None and end.rest.kept_open:
             self.clock.decided(time.perf_counter() - self.unsure_at, kept=rest is not None)
             self.base.traffic.decided_open += 1

@@ -87,12 +87,14 @@ class Traffic:
     most_alternatives: int = 0  # the most top-logprob alternatives one position carried
     settle_s: float = 0.0  # of ``seconds``: left to a server on this machine to stop after a close
     largest_chunk: int = 0  # the most tokens one streamed request asked (the request bound's K)
+    base_token_kept: int = 0  # unsure positions where the blend chose the base's own streamed token
     decided_open: int = 0  # unsure positions decided with their stream kept open
     kept_open: int = 0  # ... of them, where the blend kept the base's token and the stream read on
 
     def to_dict(self) -> dict[str, float]:
         chunk = {"largest_chunk": self.largest_chunk} if self.largest_chunk else {}
-        kept = {"decided_open": self.decided_open, "kept_open": self.kept_open} if self.decided_open else {}
+        kept = {"base_token_kept": self.base_token_kept, "decided_open": self.decided_open,
+                "kept_open": self.kept_open}
         return {"requests": self.requests, "bytes_received": self.bytes_received,
                 "seconds": round(self.seconds, 4), "settle_seconds": round(self.settle_s, 4), **chunk,
                 **kept}
