@@ -11,8 +11,9 @@ from collections.abc import Generator
 
 import pytest
 
-from blendin_local.engines.remote.engine import Position, RemoteModel, RemoteSpec
+from blendin_local.engines.remote.engine import Position, RemoteModel, RemoteSpec, Traffic
 from blendin_local.generation.generate import Generation
+from blendin_local.generation.steps import Result
 from blendin_local.methods.remote_chunks import ServerClock, clock_for
 from blendin_local.pair import ModelPair
 from blendin_local.prompts import Conversation
@@ -42,15 +43,24 @@ def far_server_clock(base: RemoteModel) -> None:
     clock.positions, clock.unsure = 100, 10
 
 
-def answer(pair: ModelPair, question: str, *, chunk: int, keep_open: bool, max_tokens: int
-           ) -> tuple[Generation, list[int]]:
+def answer(pair: ModelPair, question: str, *, chunk: int, keep_open: bool, max_tokens: int,
+           cancel_at: int | None = None) -> tuple[Result, list[int], bool]:
+    """The answer's summary (its own requests), the indices of its interventions, and whether a
+    stream was open when it was cancelled at intervention ``cancel_at`` (a Ctrl-C, a TUI's stop)."""
     base = pair.base
-    assert isinstance(base, RemoteModel)
-    base.chunk_tokens, base.keep_open = chunk, keep_open
+    assert isinstance(base, RemoteModel) and isinstance(base, RecordingBase)
+    base.chunk_tokens, base.keep_open, base.traffic = chunk, keep_open, Traffic()
     settings = GenerationSettings(method="blendin", support="top100", gamma=0.4, max_tokens=max_tokens)
     gen = Generation(pair, Conversation.single(question), settings)
-    unsure = [step.index for step in gen if step.intervened]
-    return gen, unsure
+    unsure: list[int] = []
+    open_at_cancel = False
+    for step in gen:
+        if step.intervened:
+            unsure.append(step.index)
+            if len(unsure) == cancel_at:
+                open_at_cancel = any(s.gi_frame is not None for s in base.streams)
+                gen.cancel()
+    return gen.result, unsure, open_at_cancel
 
 
 @pytest.mark.integration
@@ -59,20 +69,23 @@ def test_kept_open_streams_give_the_same_text_within_the_bound_and_are_closed(na
     far_server_clock(base)
     pair = ModelPair(base=base, guide=real_pair.guide)
     question = "A baker makes 24 muffins and sells 10. How many are left?"
-    kept, unsure = answer(pair, question, chunk=16, keep_open=True, max_tokens=40)
-    closing, _ = answer(pair, question, chunk=16, keep_open=False, max_tokens=40)
-    per_token, _ = answer(pair, question, chunk=1, keep_open=True, max_tokens=40)
-    r = kept.result
-    assert r.text == closing.result.text == per_token.result.text
-    traffic = r.remote["base"]  # type: ignore[index]
+    kept, unsure, _ = answer(pair, question, chunk=16, keep_open=True, max_tokens=40)
+    closing, _, _ = answer(pair, question, chunk=16, keep_open=False, max_tokens=40)
+    per_token, _, _ = answer(pair, question, chunk=1, keep_open=True, max_tokens=40)
+    assert kept.text == closing.text == per_token.text
+    traffic = kept.remote["base"]  # type: ignore[index]
     k = traffic["largest_chunk"]
-    assert traffic["requests"] <= r.interventions + math.ceil(r.tokens / k) + 1
-    assert 0 < traffic["kept_open"] <= traffic["decided_open"] <= r.interventions
-    assert traffic["requests"] < closing.result.remote["base"]["requests"]  # type: ignore[index]
-    # the answer ends right at each intervention (its pick is the last token): no stream stays open
-    for index in unsure[:4]:
+    assert traffic["requests"] <= kept.interventions + math.ceil(kept.tokens / k) + 1
+    assert 0 < traffic["kept_open"] <= traffic["decided_open"] <= kept.interventions
+    assert all(s.gi_frame is None for s in base.streams)
+    # cancelled right after each of the first interventions: no stream stays open
+    was_open = []
+    for n in range(1, min(len(unsure), 6) + 1):
         far_server_clock(base)
-        ended, _ = answer(pair, question, chunk=16, keep_open=True, max_tokens=index + 1)
-        assert per_token.result.text.startswith(ended.result.text)
-    assert base.streams and all(s.gi_frame is None for s in base.streams)
+        ended, _, open_at_cancel = answer(pair, question, chunk=16, keep_open=True, max_tokens=40,
+                                          cancel_at=n)
+        assert per_token.text.startswith(ended.text)
+        assert all(s.gi_frame is None for s in base.streams)
+        was_open.append(open_at_cancel)
+    assert any(was_open)  # the driver ended answers with a stream open
     base.close()

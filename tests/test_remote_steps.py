@@ -303,3 +303,26 @@ def test_a_kept_intervention_keeps_the_chunk_size():
     assert sizer.size == grown and sizer.interventions == 1
     sizer.intervened()
     assert sizer.size == sizer.first and sizer.interventions == 2
+
+
+def test_a_guide_slowed_beside_an_open_stream_shrinks_the_chunk():
+    """Shared cores, 20 ms of round trip: chunks of 3 while the guide decides as fast beside a
+    server still decoding as beside an idle one; 1 (no stream left open) where it is slowed by more
+    than what a kept token saves."""
+    def costs(open_s: float) -> Costs:
+        return Costs(first_s=0.061, step_s=0.038, close_s=0.005, unsure=0.31, waits=True, rtt_s=0.020,
+                     keeps_open=True, kept=0.45, guide_steps=2, open_s=open_s)
+
+    assert best_chunk(costs(0.0), 16) == 3
+    assert best_chunk(costs(0.060), 16) == 1
+
+
+def test_the_clock_weighs_the_guides_decisions_beside_an_open_stream_against_the_others():
+    clock = ServerClock()
+    clock.firsts.extend([0.030] * 3)
+    clock.gaps.extend([0.010] * 3)
+    clock.decided(0.100, kept=True)
+    clock.decided(0.060, kept=False, open_=False)  # not a decision of an open stream: not counted
+    costs = clock.costs(guided=True, waits=True, keeps_open=True)
+    assert costs is not None and costs.open_s == pytest.approx(0.040)
+    assert clock.decided_open == clock.kept_open == 1

@@ -56,6 +56,7 @@ class Costs:
     keeps_open: bool = False  # the stream stays open through unsure positions (module docstring)
     kept: float = 0.0  # ... the share of them whose blend keeps the base's token (read on)
     guide_steps: int = 0  # ... tokens the server decodes while the guide decides, past the position
+    open_s: float = 0.0  # ... the guide's extra seconds per decision beside a server still decoding
 
 
 def _ends_run(costs: Costs) -> float:
@@ -91,7 +92,16 @@ def positions_per_s(costs: Costs, k: int) -> float:
     p = (1 - q) ** k  # every position confident: the chunk is used up
     positions += p * k
     seconds += p * (costs.first_s + (k - 1) * step)
+    if costs.keeps_open:
+        seconds += costs.open_s * _open_decisions(costs, k)
     return positions / seconds if seconds > 0 else float(k)
+
+
+def _open_decisions(costs: Costs, k: int) -> float:
+    """Expected unsure positions per request of ``k`` decided with the stream open (any but the
+    chunk's last position)."""
+    q = _ends_run(costs)
+    return sum((1 - q) ** (j - 1) * costs.unsure for j in range(1, k))
 
 
 def waste_share(costs: Costs, k: int) -> float:
@@ -207,6 +217,7 @@ class ServerClock:
     firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     firsts_after_close: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     decisions: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    decisions_shut: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     positions: int = 0
     unsure: int = 0
     decided_open: int = 0
@@ -231,9 +242,13 @@ class ServerClock:
             return True
         return abs(statistics.median(self.firsts) / self.first_at_gap - 1) > MOVED
 
-    def decided(self, seconds: float, *, kept: bool) -> None:
-        """The guide decided in ``seconds`` at an unsure position of a stream kept open, and the
-        blend kept the base's token there (``kept``) or changed it."""
+    def decided(self, seconds: float, *, kept: bool, open_: bool = True) -> None:
+        """The guide decided in ``seconds`` at an unsure position of a stream kept open (``open_``;
+        else one where the chunk had ended: the server idle), and the blend kept the base's token
+        there (``kept``) or changed it."""
+        if not open_:
+            self.decisions_shut.append(seconds)
+            return
         self.decisions.append(seconds)
         self.decided_open += 1
         self.kept_open += kept
@@ -243,7 +258,8 @@ class ServerClock:
         kept = (self.kept_open + share * weight) / (self.decided_open + weight)
         decide = statistics.median(self.decisions) if self.decisions else 0.0
         steps = math.ceil(decide / self.step_s - 1e-9) if self.step_s > 0 else 0
-        return {"keeps_open": True, "kept": kept, "guide_steps": steps}
+        alone = statistics.median(self.decisions_shut) if self.decisions_shut else decide
+        return {"keeps_open": True, "kept": kept, "guide_steps": steps, "open_s": max(0.0, decide - alone)}
 
     @property
     def rtt_s(self) -> float:

@@ -163,12 +163,15 @@ class BaseRuns:
         rest = end.read_on(piece)
         self.sizer.intervened(read_on=rest is not None and rest.kept_open)
         self.base.traffic.base_token_kept += end.unsure is not None and piece == end.unsure.text.encode()
-        if end.rest is not None and end.rest.kept_open:
-            self.clock.decided(time.perf_counter() - self.unsure_at, kept=rest is not None)
+        left_open = end.rest if end.rest is not None and end.rest.kept_open else None
+        if self.keep_open:  # timed beside a server decoding for the open stream, or an idle one
+            self.clock.decided(time.perf_counter() - self.unsure_at, kept=rest is not None,
+                               open_=left_open is not None)
+        if left_open is not None:
             self.base.traffic.decided_open += 1
             self.base.traffic.kept_open += rest is not None
             if rest is None:
-                end.rest.positions.close()
+                left_open.positions.close()
                 self.closed = True
         return rest
 
