@@ -1,5 +1,6 @@
-"""``bench`` with the base on a server (``blendin_local.bench.remote``): the chunked and per-token loops
-side by side in one run, each request bound checked per answer; faults are one line."""
+"""``bench`` with the base on a server (``blendin_local.bench.remote``): the chunked loops (stream kept
+open through unsure positions, or closed there) and the per-token loop side by side in one run, each
+request bound checked per answer; faults are one line."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.integration
 def test_bench_remote_native_runs_both_loops_at_each_rtt_and_checks_the_bounds(llama_server_binary):
-    """--remote-native starts llama-server with the default base for the run; the report holds both
-    loops per round trip time and per variant (speed targets are read by people, not asserted
+    """--remote-native starts llama-server with the default base for the run; the report holds the
+    three loops per round trip time and per variant (speed targets are read by people, not asserted
     here), with the server's own count of the tokens it generated."""
     pin = len(os.sched_getaffinity(0)) >= 2
     proc = run("bench", "--remote-native", "base", "--llama-server", str(llama_server_binary),
@@ -40,9 +41,16 @@ def test_bench_remote_native_runs_both_loops_at_each_rtt_and_checks_the_bounds(l
         assert variants[2]["variant"].startswith("server on core(s) ")
     texts = set()
     for v in variants:
-        chunked, per_token = v["runs"]["chunked (K≤16)"], v["runs"]["per-token (K=1)"]
-        assert chunked["tokens"] == per_token["tokens"] > 0
-        assert chunked["interventions"] == per_token["interventions"]
+        runs = v["runs"]
+        assert list(runs) == ["chunked (K≤16), kept open", "chunked (K≤16), closes", "per-token (K=1)"]
+        chunked, closing, per_token = runs.values()
+        assert chunked["tokens"] == closing["tokens"] == per_token["tokens"] > 0
+        assert chunked["interventions"] == closing["interventions"] == per_token["interventions"]
+        # streams kept open only in the first loop; the blend's choice is the same in all three
+        assert chunked["kept_open"] <= chunked["decided_open"] <= chunked["interventions"]
+        assert closing["decided_open"] == per_token["decided_open"] == 0
+        assert chunked["base_token_kept"] == closing["base_token_kept"] == per_token["base_token_kept"]
+        assert closing["base_requests"] <= closing["base_request_bound"]
         # the per-token loop asks once per token (once more where the server ended the text early)
         assert per_token["tokens"] <= per_token["base_requests"] <= per_token["tokens"] + report["questions"]
         assert chunked["base_requests"] <= chunked["base_request_bound"]
@@ -58,6 +66,7 @@ def test_bench_remote_native_runs_both_loops_at_each_rtt_and_checks_the_bounds(l
         assert chunked["guide_ms_per_intervention"] > 0
         rows = {row["metric"]: row for row in v["targets"]}
         assert rows["greedy text chunked == per-token"]["ok"] is True
+        assert rows["greedy text closing == per-token"]["ok"] is True
         assert rows["base requests <= interventions + ceil(tokens/K) + 1"]["ok"] is True
         assert rows["guide requests <= interventions"]["ok"] is None  # a local guide
         for metric in ("client ms per token (chunked)", "chunked / per-token tok/s",

@@ -260,3 +260,69 @@ def test_a_nudging_check_is_sized_as_a_request_mostly_closed_after_its_first_pos
     assert clock.cap(16, guided=True, waits=False, check=True) > 1
     clock.checks, clock.checks_kept = 40, 8  # most were closed after their first position
     assert clock.cap(16, guided=True, waits=False, check=True) == 1
+
+
+# 20 ms of round trip, 10 ms per token (a GPU server), unsure at 30 % of positions (runs of ~2.3)
+FAR = dict(first_s=0.030, step_s=0.010, close_s=0.005, unsure=0.3, waits=False, rtt_s=0.020)
+
+
+def test_kept_interventions_make_longer_runs_and_larger_chunks():
+    closing = Costs(**FAR)
+    keeping = Costs(**FAR, keeps_open=True, kept=0.9, guide_steps=1)
+    assert best_chunk(keeping, 16) > best_chunk(closing, 16)
+    assert waste_share(keeping, best_chunk(keeping, 16)) <= WASTE_SHARE
+
+
+def test_an_open_stream_wastes_only_where_the_pick_changes():
+    never_kept = Costs(**FAR, keeps_open=True, kept=0.0, guide_steps=2)
+    always_kept = Costs(**FAR, keeps_open=True, kept=1.0, guide_steps=2)
+    assert waste_share(always_kept, 16) == 0.0
+    # a changed pick wastes what the server decoded while the guide decided, and after the close
+    assert waste_share(never_kept, 16) > waste_share(Costs(**FAR), 16)
+
+
+def test_the_clock_measures_the_kept_share_and_the_guides_decision_in_steps():
+    clock = ServerClock()
+    clock.firsts.extend([0.030] * 3)
+    clock.gaps.extend([0.010] * 3)
+    for kept in (True, True, True, False):
+        clock.decided(0.025, kept=kept)
+    costs = clock.costs(guided=True, waits=False, keeps_open=True)
+    assert costs is not None and costs.keeps_open
+    assert costs.guide_steps == 3  # 25 ms of guide at 10 ms per token
+    assert 0.4 < costs.kept < 0.75  # 3 of 4, pulled towards the prior
+    assert clock.costs(guided=True, waits=False, check=True, keeps_open=True).keeps_open is False
+
+
+def test_a_kept_intervention_keeps_the_chunk_size():
+    sizer = ChunkSizer(16)
+    sizer.ask(0, 48)
+    sizer.ran_out()
+    grown = sizer.size
+    sizer.intervened(read_on=True)
+    assert sizer.size == grown and sizer.interventions == 1
+    sizer.intervened()
+    assert sizer.size == sizer.first and sizer.interventions == 2
+
+
+def test_a_guide_slowed_beside_an_open_stream_shrinks_the_chunk():
+    """Shared cores, 20 ms of round trip: chunks of 3 while the guide decides as fast beside a
+    server still decoding as beside an idle one; 1 (no stream left open) where it is slowed by more
+    than what a kept token saves."""
+    def costs(open_s: float) -> Costs:
+        return Costs(first_s=0.061, step_s=0.038, close_s=0.005, unsure=0.31, waits=True, rtt_s=0.020,
+                     keeps_open=True, kept=0.45, guide_steps=2, open_s=open_s)
+
+    assert best_chunk(costs(0.0), 16) == 3
+    assert best_chunk(costs(0.060), 16) == 1
+
+
+def test_the_clock_weighs_the_guides_decisions_beside_an_open_stream_against_the_others():
+    clock = ServerClock()
+    clock.firsts.extend([0.030] * 3)
+    clock.gaps.extend([0.010] * 3)
+    clock.decided(0.100, kept=True)
+    clock.decided(0.060, kept=False, open_=False)  # not a decision of an open stream: not counted
+    costs = clock.costs(guided=True, waits=True, keeps_open=True)
+    assert costs is not None and costs.open_s == pytest.approx(0.040)
+    assert clock.decided_open == clock.kept_open == 1

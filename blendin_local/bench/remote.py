@@ -60,6 +60,7 @@ class LoopRun:
 
     name: str
     chunk: int
+    keep_open: bool = True  # the stream stays open through unsure positions (chunked loops)
     tokens: int = 0
     interventions: int = 0
     seconds: float = 0.0  # decode time: a local guide's prompt processing excluded
@@ -75,6 +76,9 @@ class LoopRun:
     guide_requests: int | None = None  # None: a local guide
     guide_over: int = 0
     server_generated: int | None = None  # tokens the base server generated (its --metrics)
+    base_token_kept: int = 0  # interventions where the blend chose the base's own token
+    decided_open: int = 0  # interventions decided with the base's stream kept open
+    kept_open: int = 0  # ... of them, the blend kept the base's token: read on, no request
     texts: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +120,9 @@ class LoopRun:
         self.base_bound += bound
         self.base_over += int(base.get("requests", 0)) > bound
         self.bytes_received += int(base.get("bytes_received", 0))
+        self.base_token_kept += int(base.get("base_token_kept", 0))
+        self.decided_open += int(base.get("decided_open", 0))
+        self.kept_open += int(base.get("kept_open", 0))
         if guide is not None:
             self.guide_requests = (self.guide_requests or 0) + int(guide["requests"])
             self.guide_over += int(guide["requests"]) > r.interventions
@@ -143,6 +150,8 @@ class LoopRun:
             "guide_requests": self.guide_requests, "answers_over_guide_bound": self.guide_over,
             "server_generated": self.server_generated,
             "server_generated_per_kept": None if waste is None else round(waste, 3),
+            "base_token_kept": self.base_token_kept, "decided_open": self.decided_open,
+            "kept_open": self.kept_open,
         }
 
 
@@ -163,21 +172,22 @@ def warm(pair: ModelPair, question: str) -> None:
 
 
 def answer(pair: ModelPair, question: str, *, chunk: int, gamma: float, max_tokens: int,
-           method: str = "blendin") -> Result:
+           method: str = "blendin", keep_open: bool = True) -> Result:
     """One greedy answer (BlendIn top-100, or nudging) with the base asked at most ``chunk`` tokens
-    per request; the remote models' traffic counts this answer only."""
+    per request, its stream kept open through unsure positions or not; the remote models' traffic
+    counts this answer only."""
     base = server_of(pair.base)  # the remote bench needs a base on a server
-    saved = base.chunk_tokens
+    saved = base.chunk_tokens, base.keep_open
     for server in servers(pair.base, pair.guide):
         server.traffic = Traffic()
-    base.chunk_tokens = chunk
+    base.chunk_tokens, base.keep_open = chunk, keep_open
     try:
         conv = conversation(question)
         support = "top100" if method == "blendin" else "full"
         settings = GenerationSettings(method=method, support=support, gamma=gamma, max_tokens=max_tokens)
         return generate(pair, conv, settings).run()
     finally:
-        base.chunk_tokens = saved
+        base.chunk_tokens, base.keep_open = saved
 
 
 class ServerCounter:
@@ -226,28 +236,35 @@ def network(pair: ModelPair, rtt_ms: float) -> Iterator[None]:
 
 def run_loops(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: int, gamma: float,
               method: str, counter: ServerCounter | None, questions: int = len(QUESTIONS)
-              ) -> tuple[LoopRun, LoopRun]:
-    """Both loops on each of the first ``questions`` questions in turn, ``rounds`` times (the
-    machine's drift hits both)."""
-    chunked, per_token = LoopRun(f"chunked (K≤{chunk})", chunk), LoopRun("per-token (K=1)", 1)
+              ) -> tuple[LoopRun, LoopRun, LoopRun]:
+    """The loops on each of the first ``questions`` questions in turn, ``rounds`` times, a different
+    loop first on each question (the machine's drift and a cold start hit all): chunked with the
+    stream kept open through unsure positions, chunked closing it there (as before; BlendIn only:
+    nudging never keeps it open), per token."""
+    chunked = LoopRun(f"chunked (K≤{chunk}), kept open", chunk)
+    closing = LoopRun(f"chunked (K≤{chunk}), closes", chunk, keep_open=False)
+    per_token = LoopRun("per-token (K=1)", 1)
+    loops = (chunked, closing, per_token) if method == "blendin" else (chunked, per_token)
     for _ in range(rounds):
-        for question in QUESTIONS[:questions]:
+        for i, question in enumerate(QUESTIONS[:questions]):
             warm(pair, question)
-            for run in (chunked, per_token):
+            for run in loops[i % len(loops):] + loops[:i % len(loops)]:  # each loop first in turn
                 before = counter.generated() if counter else None
                 r = answer(pair, question, chunk=run.chunk, gamma=gamma, max_tokens=max_tokens,
-                           method=method)
+                           method=method, keep_open=run.keep_open)
                 after = counter.generated() if counter else None
                 run.add(r, None if before is None or after is None else after - before)
-    return chunked, per_token
+    return chunked, closing, per_token
 
 
 def speedup_target(rtt_ms: float) -> float:
     return next(target for floor, target in SPEEDUP_AT_RTT if rtt_ms >= floor)
 
 
-def targets(chunked: LoopRun, per_token: LoopRun, *, rtt_ms: float, method: str) -> list[dict[str, Any]]:
-    """The issue's targets for one round trip time: met (True), missed (False), n/a (None)."""
+def targets(chunked: LoopRun, per_token: LoopRun, *, rtt_ms: float, method: str,
+            closing: LoopRun | None = None) -> list[dict[str, Any]]:
+    """The issue's targets for one round trip time: met (True), missed (False), n/a (None); and,
+    informative (n/a), the kept-open loop against the ``closing`` one and its read-on share."""
     same = sum(a == b for a, b in zip(chunked.texts, per_token.texts, strict=True))
     ratio = chunked.tokens_per_s / per_token.tokens_per_s if per_token.tokens_per_s else 0.0
     want = speedup_target(rtt_ms)
@@ -283,6 +300,19 @@ def targets(chunked: LoopRun, per_token: LoopRun, *, rtt_ms: float, method: str)
         {"metric": "greedy text chunked == per-token", "value": f"{same} / {len(chunked.texts)}",
          "target": "every answer", "ok": same == len(chunked.texts)},
     ]
+    if closing is not None and closing.tokens:
+        same = sum(a == b for a, b in zip(closing.texts, per_token.texts, strict=True))
+        rows += [
+            {"metric": "chunked kept open / closing tok/s",
+             "value": round(chunked.tokens_per_s / closing.tokens_per_s, 3) if closing.tokens_per_s else 0.0,
+             "target": "informative", "ok": None},
+            {"metric": "interventions read on (the blend kept the base's token)",
+             "value": f"{chunked.kept_open} / {chunked.decided_open} kept open; the base's token "
+                      f"chosen at {per_token.base_token_kept} / {per_token.interventions} (per-token)",
+             "target": "informative", "ok": None},
+            {"metric": "greedy text closing == per-token", "value": f"{same} / {len(closing.texts)}",
+             "target": "every answer", "ok": same == len(closing.texts)},
+        ]
     return rows
 
 
@@ -295,13 +325,15 @@ def run_remote_bench(pair: ModelPair, *, chunk: int, max_tokens: int, rounds: in
     variants = []
     for rtt_ms in rtts:
         with network(pair, rtt_ms):
-            chunked, per_token = run_loops(pair, chunk=chunk, max_tokens=max_tokens, rounds=rounds,
-                                           gamma=gamma, method=method, counter=counter,
-                                           questions=questions)
+            chunked, closing, per_token = run_loops(pair, chunk=chunk, max_tokens=max_tokens,
+                                                    rounds=rounds, gamma=gamma, method=method,
+                                                    counter=counter, questions=questions)
+        ran = (chunked, closing, per_token) if closing.tokens else (chunked, per_token)
         variants.append({"variant": variant, "rtt_ms": rtt_ms,
                          "waits_for_server": base.shares_cpu,
-                         "runs": {run.name: run.to_dict() for run in (chunked, per_token)},
-                         "targets": targets(chunked, per_token, rtt_ms=rtt_ms, method=method)})
+                         "runs": {run.name: run.to_dict() for run in ran},
+                         "targets": targets(chunked, per_token, rtt_ms=rtt_ms, method=method,
+                                            closing=closing)})
     return {
         "variants": variants,
         "servers": {role: engine.name for role, engine in (("base", pair.base), ("guide", pair.guide))
@@ -323,7 +355,7 @@ def print_remote_report(report: dict[str, Any]) -> None:
     t = Table(title=title)
     cols = ("variant", "RTT ms", "loop", "tokens", "interventions", "base req (bound)", "guide req",
             "server gen / kept", "base wait ms/tok", "settle ms/tok", "guide ms/interv.",
-            "client ms/tok", "tok/s")
+            "client ms/tok", "read on", "tok/s")
     for col in cols:
         t.add_column(col, justify="left" if col in ("variant", "loop") else "right")
     for v in report["variants"]:
@@ -335,6 +367,7 @@ def print_remote_report(report: dict[str, Any]) -> None:
                       f"{r['base_requests']} ({r['base_request_bound']})", guide, waste,
                       f"{r['base_wait_ms_per_token']:.1f}", f"{r['settle_ms_per_token']:.1f}",
                       f"{r['guide_ms_per_intervention']:.1f}", f"{r['client_ms_per_token']:.2f}",
+                      f"{r['kept_open']} / {r['decided_open']}" if r["decided_open"] else "–",
                       f"{r['tokens_per_s']:.1f}")
     console.print(t)
     t2 = Table(title="targets")

@@ -8,6 +8,11 @@ this machine the client waits for those tokens (its local guide must not fight t
 cores), and a llama-server slot closed mid-stream delays the next request. So: requests cheap
 against that waste (loopback, shared cores) → ask 1–2 tokens, the per-token protocol at worst; a
 long round trip → ask up to the expected run length and beyond (:func:`best_chunk`).
+
+A stream kept open through an unsure position (``Costs.keeps_open``) ends only where the blend
+changes the base's token there: the server goes on decoding while the guide decides, a kept token
+reads on from the same stream, and only a changed one closes it, with what the server decoded
+meanwhile wasted. Its runs then end at a share ``(1 - kept)`` of the unsure positions.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ FIRST_CHUNK = 4  # tokens asked right after an intervention (the default pair's 
 IN_FLIGHT = 2  # tokens llama-server decodes after a client closes its stream (README: "client disconnect")
 DRAIN = 3  # at most this many tokens left in a chunk: read them rather than close (server on this machine)
 READ_ON = 0.4  # share of drained rests the blend reads on (the base's token kept: 12/28, 29/64 measured)
+KEPT_PRIOR = (READ_ON, 10)  # share of unsure positions whose blend keeps the base's token, and its weight
 UNSURE_PRIOR = (0.2, 10)  # unsure share of positions before any is seen, and its weight in positions
 PROBE = 2  # tokens asked to measure a streamed step: at worst one token read for nobody
 PROBE_EVERY = 128  # requests without a streamed step measured before a 2-token probe: rare, since a
@@ -47,6 +53,15 @@ class Costs:
     unsure: float
     waits: bool
     rtt_s: float = 0.0
+    keeps_open: bool = False  # the stream stays open through unsure positions (module docstring)
+    kept: float = 0.0  # ... the share of them whose blend keeps the base's token (read on)
+    guide_steps: int = 0  # ... tokens the server decodes while the guide decides, past the position
+    open_s: float = 0.0  # ... the guide's extra seconds per decision beside a server still decoding
+
+
+def _ends_run(costs: Costs) -> float:
+    """The probability that a position ends its request's run."""
+    return costs.unsure * (1 - costs.kept) if costs.keeps_open else costs.unsure
 
 
 def best_chunk(costs: Costs, limit: int) -> int:
@@ -68,7 +83,7 @@ def best_chunk(costs: Costs, limit: int) -> int:
 
 def positions_per_s(costs: Costs, k: int) -> float:
     """Expected positions per second of waiting for requests of ``k`` tokens."""
-    q, step = costs.unsure, costs.step_s
+    q, step = _ends_run(costs), costs.step_s
     positions = seconds = 0.0
     for i in range(1, k + 1):  # the first unsure position is the i-th: the rest of the chunk is waste
         p = (1 - q) ** (i - 1) * q
@@ -77,12 +92,21 @@ def positions_per_s(costs: Costs, k: int) -> float:
     p = (1 - q) ** k  # every position confident: the chunk is used up
     positions += p * k
     seconds += p * (costs.first_s + (k - 1) * step)
+    if costs.keeps_open:
+        seconds += costs.open_s * _open_decisions(costs, k)
     return positions / seconds if seconds > 0 else float(k)
+
+
+def _open_decisions(costs: Costs, k: int) -> float:
+    """Expected unsure positions per request of ``k`` decided with the stream open (any but the
+    chunk's last position)."""
+    q = _ends_run(costs)
+    return sum((1 - q) ** (j - 1) * costs.unsure for j in range(1, k))
 
 
 def waste_share(costs: Costs, k: int) -> float:
     """Expected tokens the server decodes for nobody per position kept, for requests of ``k``."""
-    q = costs.unsure
+    q = _ends_run(costs)
     wasted = positions = 0.0
     for i in range(1, k + 1):
         p = (1 - q) ** (i - 1) * q
@@ -105,9 +129,12 @@ def _wasted_tokens(costs: Costs, left: int) -> float:
     """Tokens decoded for nobody past an unsure position with ``left`` tokens left in the chunk."""
     if left <= 0:
         return 0.0
+    after_close = tokens_after_close(costs.rtt_s, costs.step_s)
+    if costs.keeps_open:
+        return float(min(left, costs.guide_steps + after_close))
     if costs.waits and left <= DRAIN:
         return left * (1 - READ_ON)
-    return float(min(left, tokens_after_close(costs.rtt_s, costs.step_s)))
+    return float(min(left, after_close))
 
 
 def _waste_s(costs: Costs, left: int) -> float:
@@ -115,6 +142,8 @@ def _waste_s(costs: Costs, left: int) -> float:
     on shared cores at most ``DRAIN`` left are read to the end, more are closed and waited for)."""
     if left <= 0:
         return 0.0
+    if costs.keeps_open:  # closed after the guide decided: the next request waits for the slot
+        return costs.close_s
     if costs.waits and left <= DRAIN:
         return left * costs.step_s * (1 - READ_ON)
     return costs.close_s + (min(left, IN_FLIGHT) * costs.step_s if costs.waits else 0.0)
@@ -167,10 +196,12 @@ class ChunkSizer:
         """The last chunk was used up: the base is on a confident run, ask for more."""
         self.size = min(2 * self.size, self.largest)
 
-    def intervened(self) -> None:
-        """The run ended at an unsure position and the guide chose a token."""
+    def intervened(self, *, read_on: bool = False) -> None:
+        """The guide chose a token at an unsure position; ``read_on``: the base's own, and its
+        stream, kept open, goes on (the run did not end: the chunk size stays)."""
         self.interventions += 1
-        self.size = min(self.first, self.largest)
+        if not read_on:
+            self.size = min(self.first, self.largest)
 
 
 @dataclass
@@ -178,13 +209,19 @@ class ServerClock:
     """One server's pace as the client sees it, kept across answers: seconds between streamed
     positions, the wait for a request's first position (apart: those sent right after a closed
     stream), how many positions were read and unsure, and how many nudging word checks were sent
-    and kept (read on as the base's next run; the others are closed after their first position)."""
+    and kept (read on as the base's next run; the others are closed after their first position);
+    and, for streams kept open through unsure positions, how many of those were decided, how many
+    kept the base's token, and how long the guide took to decide."""
 
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     firsts: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     firsts_after_close: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    decisions: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    decisions_shut: deque[float] = field(default_factory=lambda: deque(maxlen=16))
     positions: int = 0
     unsure: int = 0
+    decided_open: int = 0
+    kept_open: int = 0
     checks: int = 0
     checks_kept: int = 0
     since_gap: int = 0  # requests since a streamed step was last measured
@@ -205,6 +242,25 @@ class ServerClock:
             return True
         return abs(statistics.median(self.firsts) / self.first_at_gap - 1) > MOVED
 
+    def decided(self, seconds: float, *, kept: bool, open_: bool = True) -> None:
+        """The guide decided in ``seconds`` at an unsure position of a stream kept open (``open_``;
+        else one where the chunk had ended: the server idle), and the blend kept the base's token
+        there (``kept``) or changed it."""
+        if not open_:
+            self.decisions_shut.append(seconds)
+            return
+        self.decisions.append(seconds)
+        self.decided_open += 1
+        self.kept_open += kept
+
+    def _open_costs(self) -> dict[str, Any]:
+        share, weight = KEPT_PRIOR
+        kept = (self.kept_open + share * weight) / (self.decided_open + weight)
+        decide = statistics.median(self.decisions) if self.decisions else 0.0
+        steps = math.ceil(decide / self.step_s - 1e-9) if self.step_s > 0 else 0
+        alone = statistics.median(self.decisions_shut) if self.decisions_shut else decide
+        return {"keeps_open": True, "kept": kept, "guide_steps": steps, "open_s": max(0.0, decide - alone)}
+
     @property
     def rtt_s(self) -> float:
         return max(0.0, min(self.firsts) - self.step_s) if self.firsts else 0.0
@@ -219,10 +275,11 @@ class ServerClock:
         rtt = self.rtt_s
         return max(0.0, min(left_in_chunk, tokens_after_close(rtt, step)) * step - rtt / 2)
 
-    def costs(self, *, guided: bool, waits: bool, check: bool = False) -> Costs | None:
+    def costs(self, *, guided: bool, waits: bool, check: bool = False,
+              keeps_open: bool = False) -> Costs | None:
         """The measured costs, or None before a first position and a streamed step are. For a
         nudging word check, a request mostly closed after its first position: it counts as an
-        unsure position there."""
+        unsure position there. ``keeps_open``: streams stay open through unsure positions."""
         if not self.firsts or not self.gaps:
             return None
         first = statistics.median(self.firsts)
@@ -232,15 +289,17 @@ class ServerClock:
         if check:
             share, weight = CHECK_CLOSED_PRIOR
             unsure = max(unsure, (self.checks - self.checks_kept + share * weight) / (self.checks + weight))
-        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits, self.rtt_s)
+        extra = self._open_costs() if keeps_open and guided and not check else {}
+        return Costs(first, self.step_s, max(0.0, after - first), unsure, waits, self.rtt_s, **extra)
 
-    def cap(self, limit: int, *, guided: bool, waits: bool, check: bool = False) -> int:
+    def cap(self, limit: int, *, guided: bool, waits: bool, check: bool = False,
+            keeps_open: bool = False) -> int:
         """The chunk size the measured costs call for (:func:`best_chunk`). Before anything is
         measured a 2-token probe (``limit`` unguided), and the probe again where 1-token requests
         have measured no streamed step for a while and the requests' wait has moved since (a round
         trip or a load appeared). (A larger first guess costs the whole answer: the request
         bound's K is the largest chunk it asked.)"""
-        costs = self.costs(guided=guided, waits=waits, check=check)
+        costs = self.costs(guided=guided, waits=waits, check=check, keeps_open=keeps_open)
         if costs is None:
             return limit if not guided else min(PROBE, limit)
         k = best_chunk(costs, limit)

@@ -11,6 +11,11 @@ is the one already streamed: no extra request); the next base request starts aft
 How many tokens each request asks for is :class:`ChunkSizer`'s one decision, from the server's costs
 as measured (:mod:`remote_chunks`), and a server on this machine is left to finish the token it has
 in flight before a local model runs (:class:`ServerClock`).
+
+With ``RemoteModel.keep_open`` (the default) the stream is not closed at an unsure position: the
+server, greedy, goes on decoding the base's own continuation while the guide and the blend decide,
+and where the chosen token is the base's (same bytes) the run reads on from the same stream (no
+request, no round trip, nothing decoded for nobody); only a changed token closes it.
 """
 
 from __future__ import annotations
@@ -48,13 +53,16 @@ class Run:
     timed: bool = True  # False: its first position was read before (a nudging check read on)
     drained: bool = False  # read to its end before (``finish`` is its finish_reason)
     finish: str | None = None
+    kept_open: bool = False  # the rest of a stream left open at an unsure position
 
 
 class BaseRuns:
     """Streams of a remote base's confident runs: each request starts after the answer so far."""
 
-    def __init__(self, gen: Decoding, logprobs: int, *, guided: bool = True) -> None:
-        """``guided``: the run stops at unsure positions (False: ``base``, which never does)."""
+    def __init__(self, gen: Decoding, logprobs: int, *, guided: bool = True, keep_open: bool = False) -> None:
+        """``guided``: the run stops at unsure positions (False: ``base``, which never does).
+        ``keep_open``: the loop leaves the stream open at an unsure position, where the base allows
+        it (``RemoteModel.keep_open``; :meth:`decided` closes it or reads on)."""
         base = gen.pair.base
         assert isinstance(base, RemoteModel)  # narrows the type: remote_steps run over a server
         self.gen: Decoding = gen
@@ -65,6 +73,9 @@ class BaseRuns:
         self.sizer: ChunkSizer = ChunkSizer(base.chunk_tokens)
         self.clock: ServerClock = clock_for(base.clocks, base.routed)
         self.closed: bool = False  # the last stream was closed with tokens left to decode
+        self.keep_open: bool = keep_open and guided and base.keep_open
+        self.live: Generator[Position, None, None] | None = None  # the last stream sent
+        self.unsure_at: float = 0.0  # when the last unsure position arrived
 
     def stream(self, extra: bytes, index: int, *, check: bool = False) -> Run:
         """A request for the base's positions after the answer so far + ``extra``, of the size the
@@ -72,14 +83,21 @@ class BaseRuns:
         asked; it is read on only where it refuses a word), sized by the costs alone: the request
         bound counts the base's runs, not the checks; most checks are closed after their first
         position, so they are sized as such (``ServerClock.costs``)."""
-        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu, check=check)
+        cap = self.clock.cap(self.sizer.largest, guided=self.guided, waits=self.base.shares_cpu, check=check,
+                             keeps_open=self.keep_open)
         left = self.gen.settings.max_tokens - index
         asked = max(1, min(cap, left)) if check else self.sizer.ask(index, left, cap)
         self.clock.checks += check
         self.base.traffic.largest_chunk = max(self.base.traffic.largest_chunk, asked)
         self.clock.since_gap += 1
-        return Run(self.base.stream(self.prompt + _text(self.gen.output.y + extra), max_tokens=asked,
-                                    logprobs=self.logprobs), asked)
+        self.live = self.base.stream(self.prompt + _text(self.gen.output.y + extra), max_tokens=asked,
+                                     logprobs=self.logprobs)
+        return Run(self.live, asked)
+
+    def close(self) -> None:
+        """Close the last stream where it is still open (the answer ended with it kept open)."""
+        if self.live is not None:
+            self.live.close()
 
     def first(self, run: Run) -> Position | None:
         """``run``'s first position (None: the base ends here), its wait measured like any other."""
@@ -97,27 +115,32 @@ class BaseRuns:
     def read(self, run: Run, index: int,
              is_unsure: Callable[[Position, int], bool]) -> Generator[Pick, None, RunEnd]:
         """Pick ``run``'s positions from step ``index`` on as the base's, up to the first one
-        ``is_unsure``. Nothing more of that request is used as it stands; a server on this machine
-        with at most ``DRAIN`` tokens left in the chunk is read to the chunk's end (``RunEnd.rest``),
-        otherwise the stream is closed there (and where the driver ends the answer in the run)."""
+        ``is_unsure``. With ``keep_open`` the stream's rest is left open there (``RunEnd.rest``,
+        for :meth:`decided`); otherwise nothing more of that request is used as it stands: a server
+        on this machine with at most ``DRAIN`` tokens left in the chunk is read to the chunk's end,
+        else the stream is closed there (and where the driver ends the answer in the run)."""
         got = 0
         unsure: Position | None = None
         rest: Run | None = None
         t0 = arrived = time.perf_counter()
-        with contextlib.closing(run.positions) as positions:
+        positions = run.positions
+        try:
             for position in positions:
                 arrived = self._arrived(run, got, arrived)
                 got += 1
                 self.clock.positions += 1
                 if is_unsure(position, index):
                     self.clock.unsure += 1
-                    unsure = position
-                    rest = self._drain(positions, run.asked - got)
+                    unsure, self.unsure_at = position, arrived
+                    rest = self._rest(positions, run.asked - got)
                     self.closed = rest is None and got < run.asked
                     break
                 yield base_pick(position, index, time.perf_counter() - t0)
                 index += 1
                 t0 = time.perf_counter()
+        finally:
+            if rest is None or not rest.kept_open:
+                positions.close()
         if unsure is None and self._ended(run, got):  # the server ended the text
             return RunEnd(index, None, 0.0, over=True)
         if unsure is None:
@@ -129,7 +152,35 @@ class BaseRuns:
     def _ended(self, run: Run, got: int) -> bool:
         if run.drained:
             return run.finish == "stop"
+        if run.kept_open:  # its positions before the unsure one were another read's
+            return self.base.last_finish == "stop"
         return self.base.ended_early(got, run.asked)
+
+    def decided(self, end: RunEnd, piece: bytes) -> Run | None:
+        """The guide chose ``piece`` at ``end.unsure``: the run to read on from (the rest of the
+        stream, where ``piece`` is the base's own token there), or None. A stream kept open whose
+        token was changed is closed here."""
+        rest = end.read_on(piece)
+        self.sizer.intervened(read_on=rest is not None and rest.kept_open)
+        self.base.traffic.base_token_kept += end.unsure is not None and piece == end.unsure.text.encode()
+        left_open = end.rest if end.rest is not None and end.rest.kept_open else None
+        if self.keep_open:  # timed beside a server decoding for the open stream, or an idle one
+            self.clock.decided(time.perf_counter() - self.unsure_at, kept=rest is not None,
+                               open_=left_open is not None)
+        if left_open is not None:
+            self.base.traffic.decided_open += 1
+            self.base.traffic.kept_open += rest is not None
+            if rest is None:
+                left_open.positions.close()
+                self.closed = True
+        return rest
+
+    def _rest(self, positions: Generator[Position, None, None], left: int) -> Run | None:
+        """What is kept of a stream past its unsure position with ``left`` tokens asked after it:
+        the open stream itself (``keep_open``), or its drained rest, or None (close it)."""
+        if self.keep_open and left > 0:
+            return Run(positions, left, timed=False, kept_open=True)
+        return self._drain(positions, left)
 
     def _drain(self, positions: Iterator[Position], left: int) -> Run | None:
         """Where the server shares this machine and has at most ``DRAIN`` tokens left to decode
@@ -144,7 +195,7 @@ class BaseRuns:
 
     def _arrived(self, run: Run, got: int, last: float) -> float:
         now = time.perf_counter()
-        if run.drained or not (got >= 2 or run.timed):
+        if run.drained or run.kept_open or not (got >= 2 or run.timed):  # kept open: read ahead
             return now
         if got:
             self.clock.stepped(now - last)
@@ -207,7 +258,8 @@ def remote_base_steps(gen: Decoding) -> Iterator[Event]:
     """``base``, and ``blendin``/``ensemble`` over top-100 strings, with the base on a server."""
     s = gen.settings
     guide = guide_view(gen) if s.method != "base" else None
-    runs = BaseRuns(gen, TOP if guide is not None else 1, guided=guide is not None)
+    runs = BaseRuns(gen, TOP if guide is not None else 1, guided=guide is not None,
+                    keep_open=True)
     interventions = 0
 
     def is_unsure(position: Position, index: int) -> bool:
@@ -226,12 +278,14 @@ def remote_base_steps(gen: Decoding) -> Iterator[Event]:
             return
         assert guide is not None
         interventions += 1
-        runs.sizer.intervened()
         pick = _blend_pick(gen, end.unsure, guide, end.index, end.t_base)
         yield pick
-        pending = end.read_on(pick.piece)
+        pending = runs.decided(end, pick.piece)
 
-    yield from drive(gen, picks_at)
+    try:
+        yield from drive(gen, picks_at)
+    finally:  # the answer ended (or was closed) with a stream kept open
+        runs.close()
 
 
 def _blend_pick(gen: Decoding, position: Position, guide: GuideView, index: int,

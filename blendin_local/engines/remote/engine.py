@@ -87,11 +87,17 @@ class Traffic:
     most_alternatives: int = 0  # the most top-logprob alternatives one position carried
     settle_s: float = 0.0  # of ``seconds``: left to a server on this machine to stop after a close
     largest_chunk: int = 0  # the most tokens one streamed request asked (the request bound's K)
+    base_token_kept: int = 0  # unsure positions where the blend chose the base's own streamed token
+    decided_open: int = 0  # unsure positions decided with their stream kept open
+    kept_open: int = 0  # ... of them, where the blend kept the base's token and the stream read on
 
     def to_dict(self) -> dict[str, float]:
         chunk = {"largest_chunk": self.largest_chunk} if self.largest_chunk else {}
+        kept = {"base_token_kept": self.base_token_kept, "decided_open": self.decided_open,
+                "kept_open": self.kept_open}
         return {"requests": self.requests, "bytes_received": self.bytes_received,
-                "seconds": round(self.seconds, 4), "settle_seconds": round(self.settle_s, 4), **chunk}
+                "seconds": round(self.seconds, 4), "settle_seconds": round(self.settle_s, 4), **chunk,
+                **kept}
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -142,6 +148,9 @@ class RemoteModel:
         self.clocks: dict[str, Any] = {}
         # a server on a loopback address shares this machine's cores (the remote loops let it finish)
         self.shares_cpu: bool = is_loopback(spec.url)
+        # the remote base loop leaves a stream open through an unsure position and reads on where
+        # the blend keeps the base's token (methods.remote_steps); False: close it there
+        self.keep_open: bool = True
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
