@@ -12,7 +12,6 @@ logprobs re-sending the text, direct and at each ``--rtt``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -20,6 +19,7 @@ import httpx
 
 from blendin_local.engines.remote.native_server import find_llama_server, llama_server
 from blendin_local.engines.remote.netem import delay_proxy, through
+from blendin_local.engines.remote.shapes import stream_chunks
 from blendin_local.models import default_model, resolve_model
 
 PROMPT = ("Question: A farmer has 12 cows and buys 7 more. Each cow gives 3 litres of milk a day. "
@@ -34,10 +34,7 @@ def stream(client: httpx.Client, url: str, n: int, logprobs: int | None) -> tupl
         body["logprobs"] = logprobs
     t0, times, server_ms = time.perf_counter(), [], None
     with client.stream("POST", f"{url}/completions", json=body) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
+        for data in stream_chunks(response.iter_lines()):
             server_ms = data.get("timings", {}).get("predicted_per_token_ms", server_ms)
             if data.get("choices") and data["choices"][0].get("text"):
                 times.append(time.perf_counter() - t0)

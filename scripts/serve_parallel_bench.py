@@ -50,6 +50,7 @@ import httpx
 from blendin_local.bench import throughput
 from blendin_local.cli_options import pair_from_options, settings_from_options
 from blendin_local.commands.serve import serve_command
+from blendin_local.engines.remote.shapes import stream_chunks
 from blendin_local.generation.many import generate_many
 from blendin_local.prompts import Conversation
 from blendin_local.serve.schema import (
@@ -105,10 +106,7 @@ def stream(url: str, request: Request, out: Answer) -> None:
     out.sent = time.monotonic()
     with httpx.stream("POST", url + route, json=body, timeout=600) as r:
         r.raise_for_status()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
+        for chunk in stream_chunks(r.iter_lines()):
             if chunk.get("usage"):
                 out.tokens = chunk["usage"]["completion_tokens"]
             for choice in chunk.get("choices", []):

@@ -11,7 +11,6 @@ a free loopback port, ``-c`` = slots × ``--n-ctx``, ``-t`` = the bench's thread
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from ..engines.remote.native_server import ServerStartError, find_llama_server, llama_server
+from ..engines.remote.shapes import stream_chunks
 from ..errors import UsageError
 
 SLOTS = (1, 8)  # llama-server -np values
@@ -94,10 +94,8 @@ def _complete(url: str, prompt: str, max_tokens: int) -> int:
     used = None
     with httpx.stream("POST", f"{url}/completions", json=body, timeout=600) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            usage = json.loads(line[len("data: "):]).get("usage")
+        for chunk in stream_chunks(response.iter_lines()):
+            usage = chunk.get("usage")
             if usage:
                 used = int(usage["completion_tokens"])
     if used is None:

@@ -15,7 +15,9 @@ entry wins, as a JSON object's duplicate key does in the legacy shape.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..base import Position
@@ -83,3 +85,13 @@ def _token_logprob(entry: Any) -> tuple[str, float]:
     if not isinstance(token, str):
         raise ValueError("a token is not a string")
     return token, _number(entry.get("logprob"), "a token logprob")
+
+
+def stream_chunks(lines: Iterable[str]) -> Iterator[Any]:
+    """The JSON chunks of a streamed completions body's ``data:`` lines, ``[DONE]`` and any other
+    line left out: how the benchmarks' own clients read a server they started (the engine's
+    reader, which checks how a stream ends, is ``RemoteModel._events``). Raises ``ValueError`` on
+    a chunk that is not JSON."""
+    for line in lines:
+        if line.startswith("data: ") and line != "data: [DONE]":
+            yield json.loads(line[len("data: "):])
