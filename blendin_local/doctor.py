@@ -157,7 +157,7 @@ def _llama_build(probe: ProbeCommand, host_flags: set[str] | None) -> Iterator[C
 
 
 def _threads() -> Check:
-    from .option_warnings import cpu_count
+    from .generation.overlap import cpu_count
 
     cores = os.cpu_count() or 1
     usable = cpu_count()

@@ -6,17 +6,10 @@ import os
 from typing import Any
 
 from .errors import BlendinError
+from .generation.overlap import cpu_count
 from .methods import needing, using
 from .models import default_model, resolve_model
 from .pair import ModelPair
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask where there is one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _same_file(a: str, b: str) -> bool:

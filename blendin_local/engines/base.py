@@ -215,11 +215,19 @@ class Eval:
     """A request a step source yields instead of calling ``engine.eval(ids)`` itself: the driver
     runs it at once (one answer) or together with other answers' requests in one batched decode
     (:mod:`blendin_local.generation.driver`). When the source resumes, ``engine.logits()`` is the row after
-    ``ids`` and ``seconds`` is how long it waited for it."""
+    ``ids`` and ``seconds`` is how long it waited for it.
+
+    ``beside``: work on the pair's other models that may run *during* this evaluation (the guide
+    catching up with the text the evaluated token completed, so that its distribution is ready if
+    the gate opens at the next step). A runner that overlaps models (:mod:`.overlap`) calls it once
+    and runs the request generators it returns in another thread; any other runner never calls it,
+    and the step source then evaluates those models itself where it needs them.
+    """
 
     engine: Engine
     ids: Sequence[int]
     seconds: float = field(default=0.0)
+    beside: Callable[[], list[Requests[Any]]] | None = None
 
 
 Requests = Generator[Eval, None, T]  # yields evaluation requests, returns its result

@@ -273,6 +273,15 @@ class LlamaEngine(InProcess):
         self._eog: frozenset[int] | None = None
         self._ready = False  # logits() is the row after the last cached token
         self._group: LlamaSequences | None = None
+        self._on_gpu = n_gpu_layers != 0 and gpu_offload_supported()
+
+    def cpu_threads(self) -> int | None:
+        """The most threads this model's decodes spin on the CPU (single tokens or batches), or
+        None where its layers are offloaded to a GPU (``generation.overlap`` reads it)."""
+        if self._on_gpu:
+            return None
+        params = self._llm.context_params
+        return max(int(params.n_threads), int(params.n_threads_batch))
 
     # --- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -475,6 +484,7 @@ class LlamaSequences:
         # On the shared 2-core machine 2 threads spinning on barriers made an eval 5x slower.
         params.n_threads_batch = params.n_threads
         self.n_batch = int(params.n_batch)
+        self.threads = int(params.n_threads)
         with _quiet_stderr():
             self.ctx = lib.llama_init_from_model(engine._llm._model.model, params)
         if not self.ctx:
@@ -581,6 +591,9 @@ class LlamaSequence(InProcess):
 
     def tokenize(self, text: bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
         return self._engine.tokenize(text, add_bos=add_bos, special=special)
+
+    def cpu_threads(self) -> int | None:
+        return None if self._engine.cpu_threads() is None else self.group.threads
 
     def pieces(self) -> list[bytes]:
         return self._engine.pieces()

@@ -33,8 +33,9 @@ import contextlib
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from ..engines.base import Engine, Eval
+from ..engines.base import Engine, Eval, Requests
 from .decoding import Decoding
 from .steps import Provenance, Step, StopReason
 
@@ -77,7 +78,8 @@ PicksAt = Callable[[int], Picks]  # the next step's index -> the picks from ther
 
 
 def drive(gen: Decoding, picks_at: PicksAt, *, engine: Engine | None = None,
-          evaluate_as: str | None = None) -> Iterator[Event]:
+          evaluate_as: str | None = None,
+          beside: Callable[[], list[Requests[Any]]] | None = None) -> Iterator[Event]:
     """The answer, a step per pick of ``picks_at``.
 
     Args:
@@ -86,12 +88,22 @@ def drive(gen: Decoding, picks_at: PicksAt, *, engine: Engine | None = None,
         evaluate_as: the role whose prompt the driver puts in ``engine`` first; then it evaluates
             each picked token on ``engine`` itself (as a request), before the step is yielded. None:
             the method keeps ``engine`` on the answer itself (a ``TextSync``), or it is a server.
+        beside: the method's work on its other models that may run during those evaluations (the
+            guide catching up with the answer so far: ``Eval.beside``), called with the pick
+            already in the answer text.
     """
     t_model = 0.0  # the driving model's seconds for the next position, where the driver evaluates it
     if evaluate_as is not None:
         assert engine is not None
         t0 = time.perf_counter()
-        yield from gen.prefill_requests(engine, evaluate_as)
+        prefill = gen.prefill_requests(engine, evaluate_as)
+        while True:
+            try:
+                request = next(prefill)
+            except StopIteration:
+                break
+            request.beside = beside
+            yield request
         t_model = time.perf_counter() - t0
     limit = gen.settings.max_tokens
     index = 0
@@ -112,7 +124,7 @@ def drive(gen: Decoding, picks_at: PicksAt, *, engine: Engine | None = None,
                     if not _room_left(engine):
                         gen.stop_reason = StopReason.CONTEXT_FULL
                     else:
-                        request = Eval(engine, [item.token])
+                        request = Eval(engine, [item.token], beside=beside)
                         yield request
                         t_model = request.seconds
                 yield step

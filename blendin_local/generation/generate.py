@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
+from functools import partial
 
 from ..engines.base import Eval, run_eval
 from ..pair import ModelPair
@@ -15,6 +16,7 @@ from ..pair_check import check_pair
 from ..prompts import Conversation
 from ..settings import GenerationSettings
 from .decoding import Decoding
+from .overlap import Overlap, overlap_allowed
 from .steps import Result, Step, StopReason
 
 
@@ -31,20 +33,26 @@ class Generation(Decoding):
         self._ended: float | None = None
 
     def __iter__(self) -> Iterator[Step]:
-        """The one-answer driver: each evaluation request runs at once."""
+        """The one-answer driver: each evaluation request runs at once (with its ``beside`` work
+        in a worker thread meanwhile, where :func:`overlap_allowed`)."""
         events = self.events()
+        overlap = Overlap() if overlap_allowed(self.pair) else None
         try:
             for event in events:
-                if isinstance(event, Eval):
-                    run_eval(event)
-                else:
+                if not isinstance(event, Eval):
                     yield event
+                elif overlap is not None:
+                    overlap.run(partial(run_eval, event), [event])
+                else:
+                    run_eval(event)
         except KeyboardInterrupt:
             if self.stop_reason is None:
                 self.stop_reason = StopReason.INTERRUPTED
             raise
         finally:
             events.close()
+            if overlap is not None:
+                overlap.close()
 
     def events(self) -> Generator[Step | Eval, None, None]:
         """The steps of the answer and the evaluation requests between them, for a driver to run

@@ -29,6 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..engines import server_of
@@ -39,6 +40,7 @@ from ..pair import ModelPair, prompt_for
 from ..prompts import Conversation
 from ..settings import GenerationSettings
 from .generate import Generation
+from .overlap import Overlap, overlap_allowed
 from .steps import Result, Step
 
 
@@ -296,12 +298,21 @@ class _Scheduler:
         self.pending: dict[int, Eval] = {}
         # each slot's driving model (the base, or the guide for the guide baseline), by group key
         self.drivers: dict[int, int] = {}
+        # the guide's catch-ups beside the base's decodes (Eval.beside), where the cores allow
+        self.overlap = Overlap() if slots and overlap_allowed(slots[0]) else None
 
     def generations(self) -> list[Generation]:
         """The answers running now (cancel them from another thread: they end at the next token)."""
         return [gen for _, gen, _ in list(self.active.values())]
 
     def run(self) -> Iterator[Event]:
+        try:
+            yield from self._run()
+        finally:
+            if self.overlap is not None:
+                self.overlap.close()
+
+    def _run(self) -> Iterator[Event]:
         yield from self._fill()
         while self.pending:
             by_group: dict[int, list[int]] = {}
@@ -325,8 +336,12 @@ class _Scheduler:
                         f"the context of {r.engine.n_ctx} (raise --n-ctx or shorten the prompt)")
             if self.before_decode is not None:
                 self.before_decode()
+            running = [r for slot, r in requests.items() if slot not in failed]
             try:
-                run_evals(r for slot, r in requests.items() if slot not in failed)
+                if self.overlap is not None:
+                    self.overlap.run(partial(run_evals, running), running)
+                else:
+                    run_evals(running)
             except Exception as exc:  # noqa: BLE001 - the decode failed: so did each answer in it
                 failed.update({slot: exc for slot in slots if slot not in failed})
             for slot in slots:

@@ -37,6 +37,7 @@ class Decision:
     approx_mass: float | None = None
     t_guide: float = 0.0  # the guide's evaluations and NumPy
     t_waited: float = 0.0  # suspended while other answers' requests ran (batched driving)
+    t_beside: float = 0.0  # the guide's catch-ups since the last step, run beside the base's decode
 
 
 class Decider:
@@ -48,6 +49,7 @@ class Decider:
         self.settings = settings
         self.gate = method.gate
         self.interventions = 0
+        self.beside_s = 0.0  # catch-ups run beside the base since the last decision
         self.guide_sync: TextSync | None = None
         self.anti_sync: TextSync | None = None
         self.projection: Projection | None = None
@@ -71,6 +73,23 @@ class Decider:
             return True
         s = self.settings
         return gate_open(float(p_base.max()), s.gamma, s.cap, self.interventions, index)
+
+    def beside(self, y: bytes) -> list[Requests[int]]:
+        """The guide's (and anti-expert's) catch-up with the answer ``y``, as requests that may run
+        beside the base's decode (``Eval.beside``): where the gate then opens, the distribution is
+        ready and the catch-up in :meth:`decide_requests` evaluates nothing."""
+        if self.gate == "never":
+            return []
+        return [self._timed(sync.requests(y)) for sync in (self.guide_sync, self.anti_sync)
+                if sync is not None]
+
+    def _timed(self, requests: Requests[int]) -> Requests[int]:
+        n = 0
+        for request in requests:
+            yield request
+            self.beside_s += request.seconds
+            n += len(request.ids)
+        return n
 
     def _guide_distribution(
         self, sync: TextSync, y: bytes
@@ -103,8 +122,9 @@ class Decider:
         """:meth:`decide`, yielding the guide's catch-up as evaluation requests."""
         p_base = blend.softmax(base_logits)
         b = float(p_base.max())
+        t_beside, self.beside_s = self.beside_s, 0.0
         if not self.gate_open(p_base, index):
-            return Decision(p_base, p_base, False, b)
+            return Decision(p_base, p_base, False, b, t_beside=t_beside)
         self.interventions += 1
         assert self.guide_sync is not None
         p_guide, q_guide, t_guide, waited = yield from self._guide_distribution(self.guide_sync, y)
@@ -114,12 +134,12 @@ class Decider:
             _, q_anti, t_anti, waited_anti = yield from self._guide_distribution(self.anti_sync, y)
             probs = blend.proxy_combine(p_base, q_guide, q_anti)
             return Decision(probs, p_base, True, b, g, None, q_guide, approx, t_guide + t_anti,
-                            waited + waited_anti)
+                            waited + waited_anti, t_beside)
         alpha = self.settings.alpha
         if alpha is None:
             alpha = blend.auto_alpha(b, g, float(p_base[int(np.argmax(q_guide))]))
         probs = blend.blend(p_base, q_guide, alpha)
-        return Decision(probs, p_base, True, b, g, alpha, q_guide, approx, t_guide, waited)
+        return Decision(probs, p_base, True, b, g, alpha, q_guide, approx, t_guide, waited, t_beside)
 
     @staticmethod
     def overlaps(p_base: F32, q_guide: F32) -> tuple[float, float]:
@@ -177,5 +197,5 @@ def build_step(
         entropy_base=ent_b, entropy_guide=ent_g, jsd=jsd, approx_mass=d.approx_mass,
         p_token=float(d.probs[token]),
         top=candidates(d.probs, base_pieces, s.final_top) if s.final_top else (),
-        t_base=t_base, t_guide=d.t_guide, t_blend=t_blend,
+        t_base=t_base, t_guide=d.t_guide + d.t_beside, t_blend=t_blend,
     )

@@ -37,4 +37,5 @@ def base_driven_steps(gen: Decoding, spec: MethodSpec) -> Iterator[Event]:
         by_guide = provenance_of(decision, token) is Provenance.BLEND_GUIDE
         yield Pick(describe, token=token, by_guide=by_guide)
 
-    return drive(gen, picks_at, engine=base, evaluate_as="base")
+    return drive(gen, picks_at, engine=base, evaluate_as="base",
+                 beside=lambda: decider.beside(gen.output.y))
