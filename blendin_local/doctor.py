@@ -157,14 +157,18 @@ def _llama_build(probe: ProbeCommand, host_flags: set[str] | None) -> Iterator[C
 
 
 def _threads() -> Check:
-    from .generation.overlap import cpu_count
+    from .generation.overlap import ENV, cpu_count
 
     cores = os.cpu_count() or 1
     usable = cpu_count()
     decode = max(cores // 2, 1)  # llama-cpp-python's defaults, used unless --threads is given
+    overlap = os.environ.get(ENV, "auto")
+    beside = (f"{ENV}={overlap}" if overlap.strip().lower() not in ("", "auto") else
+              f"on for batched answers (eval, serve), and for one answer (generate, chat) with "
+              f"--threads N where 2N <= {usable}" if 2 * decode <= usable else "off")
     return Check("threads", OK, f"{cores} cores ({usable} usable); decode uses {decode} "
                                 f"thread{'s' if decode != 1 else ''} unless --threads is given, "
-                                f"prompt processing {cores}")
+                                f"prompt processing {cores}; the guide beside the base: {beside}")
 
 
 def _models(probe: ProbeCommand) -> Iterator[Check]:

@@ -98,22 +98,28 @@ def raw_decode(pair: ModelPair, batch: int, max_tokens: int, rate: Rate) -> None
     rate.tokens += made
 
 
-def batched(pair: ModelPair, method: str, batch: int, max_tokens: int, rate: Rate) -> int:
-    """``generate_many`` at ``batch``; returns the interventions."""
+def batched(pair: ModelPair, method: str, batch: int, max_tokens: int, rate: Rate) -> tuple[int, bool]:
+    """``generate_many`` at ``batch``; returns the interventions, and whether the guide caught
+    up beside the base (``generation.overlap``)."""
     many = generate_many(pair, _convs(), _settings(method, max_tokens), batch=batch)
     t0 = time.perf_counter()
     results = many.run()
     rate.seconds += time.perf_counter() - t0
     rate.tokens += sum(r.tokens for r in results)
-    return sum(r.interventions for r in results)
+    return sum(r.interventions for r in results), many.overlapped
 
 
-def one_at_a_time(pair: ModelPair, method: str, max_tokens: int, rate: Rate) -> None:
-    """Today's one-answer path: ``generate`` per conversation on the pair's own engines."""
+def one_at_a_time(pair: ModelPair, method: str, max_tokens: int, rate: Rate) -> bool:
+    """Today's one-answer path: ``generate`` per conversation on the pair's own engines; returns
+    whether the guide caught up beside the base."""
     t0 = time.perf_counter()
+    overlapped = False
     for conv in _convs():
-        rate.tokens += generate(pair, conv, _settings(method, max_tokens)).run().tokens
+        gen = generate(pair, conv, _settings(method, max_tokens))
+        rate.tokens += gen.run().tokens
+        overlapped = gen.overlapped
     rate.seconds += time.perf_counter() - t0
+    return overlapped
 
 
 def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int,
@@ -124,6 +130,7 @@ def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int,
     many = {(m, b): Rate() for m in METHODS for b in BATCHES}
     single = {m: Rate() for m in METHODS}
     interventions = {m: 0 for m in METHODS}
+    beside = {"batched": False, "one-answer path": False}  # the guide beside the base, blendin
     rss_b8 = 0.0
     for r in range(rounds):
         # Odd rounds run the configurations in reverse order, so that a drift of the machine's
@@ -132,11 +139,13 @@ def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int,
         for b in order if r % 2 == 0 else order[::-1]:
             if b is None:
                 for m in METHODS:
-                    one_at_a_time(pair, m, max_tokens, single[m])
+                    overlapped = one_at_a_time(pair, m, max_tokens, single[m])
+                    beside["one-answer path"] |= m == "blendin" and overlapped
                 continue
             raw_decode(pair, b, max_tokens, raw[b])
             for m in METHODS:
-                n = batched(pair, m, b, max_tokens, many[m, b])
+                n, overlapped = batched(pair, m, b, max_tokens, many[m, b])
+                beside["batched"] |= m == "blendin" and overlapped
                 if b == 1:
                     interventions[m] += n
             if b == max(BATCHES):
@@ -174,6 +183,7 @@ def run_throughput(pair: ModelPair, *, max_tokens: int, rounds: int,
         "llama_server": server,
         "targets": [{"metric": name, "value": round(v, 4), "target": f"{op} {t}" if op else "",
                      "ok": None if t is None else bool(v >= t)} for name, v, op, t in targets],
+        "guide_beside_base": beside,
         "blendin_intervention_rate": round(
             interventions["blendin"] / max(many["blendin", 1].tokens, 1), 3),
         "answers": len(PROMPTS), "max_tokens": max_tokens, "rounds": rounds,
@@ -201,6 +211,9 @@ def print_throughput(report: dict[str, Any]) -> None:
         t2.add_row(row["metric"], f"{row['value']:.3f}", row["target"], ok)
     console.print(t2)
     console.print(f"blendin intervention rate: {100 * report['blendin_intervention_rate']:.0f}%")
+    beside = report.get("guide_beside_base", {})
+    console.print("the guide's catch-ups beside the base's decode (BLENDIN_OVERLAP): "
+                  + ", ".join(f"{path} {'yes' if on else 'no'}" for path, on in beside.items()))
     server = report.get("llama_server")
     if server is None:
         console.print("llama-server anchor: not run (--no-anchor)")

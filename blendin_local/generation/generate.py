@@ -31,12 +31,14 @@ class Generation(Decoding):
         super().__init__(pair, conv, self.spec.effective(settings), driver=self.spec.drives)
         self._started: float | None = None
         self._ended: float | None = None
+        self.overlapped = False  # did the guide catch up beside the base (generation.overlap)?
 
     def __iter__(self) -> Iterator[Step]:
         """The one-answer driver: each evaluation request runs at once (with its ``beside`` work
         in a worker thread meanwhile, where :func:`overlap_allowed`)."""
         events = self.events()
         overlap = Overlap() if overlap_allowed(self.pair) else None
+        self.overlapped = overlap is not None
         try:
             for event in events:
                 if not isinstance(event, Eval):

@@ -140,6 +140,7 @@ class GenerationBatch:
         self.results: list[Result | None] = [None] * len(self.conversations)
         self.errors: list[Exception | None] = [None] * len(self.conversations)
         self._cancelled = False
+        self.overlapped = False  # did batched answers' guides catch up beside the base?
         self._active_gens: list[Generation] = []
         self._scheduler: _Scheduler | None = None
         self._slots: list[ModelPair] | None = None
@@ -226,6 +227,7 @@ class GenerationBatch:
             return waiting.popleft() if waiting and not self._cancelled else None
 
         self._scheduler = _Scheduler(slots, take)
+        self.overlapped = self._scheduler.overlap is not None
         for event in self._scheduler.run():
             if isinstance(event, Finished):
                 self.results[event.index], self.errors[event.index] = event.result, event.error
