@@ -233,6 +233,11 @@ class Eval:
 Requests = Generator[Eval, None, T]  # yields evaluation requests, returns its result
 
 
+def fits_context(request: Eval) -> bool:
+    """Does ``request``'s engine have room for its ids after the tokens it holds?"""
+    return len(request.engine.tokens) + len(request.ids) <= request.engine.n_ctx
+
+
 class SequenceGroup(Protocol):
     """Several sequences of one model in one context (``Engine.sequences``): one ``eval_many``
     evaluates pending tokens of many of them in one decode."""

@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any
 
 from ..engines import server_of
-from ..engines.base import Engine, Eval, common_prefix_len, group_of, run_evals, sequences_of
+from ..engines.base import Engine, Eval, common_prefix_len, fits_context, group_of, run_evals, sequences_of
 from ..engines.remote.engine import RemoteError
 from ..errors import BlendinError, ContextOverflowError, UsageError
 from ..pair import ModelPair, prompt_for
@@ -332,7 +332,7 @@ class _Scheduler:
             requests = {slot: self.pending.pop(slot) for slot in slots}
             failed: dict[int, Exception] = {}
             for slot, r in requests.items():
-                if len(r.engine.tokens) + len(r.ids) > r.engine.n_ctx:
+                if not fits_context(r):
                     failed[slot] = ContextOverflowError(
                         f"{r.engine.name}: {len(r.engine.tokens) + len(r.ids)} tokens do not fit "
                         f"the context of {r.engine.n_ctx} (raise --n-ctx or shorten the prompt)")

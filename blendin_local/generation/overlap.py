@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..engines.base import Engine, Eval, Requests, run_evals
+from ..engines.base import Engine, Eval, Requests, fits_context, run_evals
 from ..pair import ModelPair
 
 ENV = "BLENDIN_OVERLAP"  # on / off / auto (the default)
@@ -76,9 +76,11 @@ def run_together(sources: Iterable[Requests[Any]]) -> float:
     seconds = 0.0
     while waiting:
         batch, waiting = waiting, []
-        fits = [(s, r) for s, r in batch if len(r.engine.tokens) + len(r.ids) <= r.engine.n_ctx]
+        fits = []
         for source, request in batch:
-            if (source, request) not in fits:
+            if fits_context(request):
+                fits.append((source, request))
+            else:
                 source.close()
         t0 = time.perf_counter()
         try:
