@@ -157,13 +157,13 @@ def _llama_build(probe: ProbeCommand, host_flags: set[str] | None) -> Iterator[C
 
 
 def _threads() -> Check:
-    from .generation.overlap import ENV, cpu_count
+    from .generation.overlap import ENV, cpu_count, overlap_mode
 
     cores = os.cpu_count() or 1
     usable = cpu_count()
     decode = max(cores // 2, 1)  # llama-cpp-python's defaults, used unless --threads is given
-    overlap = os.environ.get(ENV, "auto")
-    beside = (f"{ENV}={overlap}" if overlap.strip().lower() not in ("", "auto") else
+    mode = overlap_mode()
+    beside = (f"{ENV}={mode}" if mode != "auto" else
               f"on for batched answers (eval, serve), and for one answer (generate, chat) with "
               f"--threads N where 2N <= {usable}" if 2 * decode <= usable else "off")
     return Check("threads", OK, f"{cores} cores ({usable} usable); decode uses {decode} "

@@ -17,3 +17,9 @@ class ModelFileError(BlendinError):
 
 class ContextOverflowError(BlendinError):
     """The prompt does not fit the model's context window."""
+
+    @classmethod
+    def of(cls, model: str, tokens: int, n_ctx: int) -> ContextOverflowError:
+        """The one wording for ``tokens`` that ``model``'s context of ``n_ctx`` cannot hold."""
+        return cls(f"{model}: {tokens} tokens do not fit the context of {n_ctx} "
+                   "(raise --n-ctx or shorten the prompt)")

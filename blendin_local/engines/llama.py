@@ -325,10 +325,7 @@ class LlamaEngine(InProcess):
 
     def _check_room(self, n_new: int) -> None:
         if self._llm.n_tokens + n_new > self.n_ctx:
-            raise ContextOverflowError(
-                f"{self.name}: {self._llm.n_tokens + n_new} tokens do not fit the context of "
-                f"{self.n_ctx} (raise --n-ctx or shorten the prompt)"
-            )
+            raise ContextOverflowError.of(self.name, self._llm.n_tokens + n_new, self.n_ctx)
 
     @property
     def logits_ready(self) -> bool:
@@ -610,10 +607,7 @@ class LlamaSequence(InProcess):
 
     def check_room(self, n_new: int) -> None:
         if len(self._tokens) + n_new > self.n_ctx:
-            raise ContextOverflowError(
-                f"{self.name}: {len(self._tokens) + n_new} tokens do not fit the context of "
-                f"{self.n_ctx} (raise --n-ctx or shorten the prompt)"
-            )
+            raise ContextOverflowError.of(self.name, len(self._tokens) + n_new, self.n_ctx)
 
     def keep_row(self) -> None:
         if self._row is not None:

@@ -333,9 +333,8 @@ class _Scheduler:
             failed: dict[int, Exception] = {}
             for slot, r in requests.items():
                 if not fits_context(r):
-                    failed[slot] = ContextOverflowError(
-                        f"{r.engine.name}: {len(r.engine.tokens) + len(r.ids)} tokens do not fit "
-                        f"the context of {r.engine.n_ctx} (raise --n-ctx or shorten the prompt)")
+                    failed[slot] = ContextOverflowError.of(
+                        r.engine.name, len(r.engine.tokens) + len(r.ids), r.engine.n_ctx)
             if self.before_decode is not None:
                 self.before_decode()
             running = [r for slot, r in requests.items() if slot not in failed]

@@ -40,6 +40,16 @@ def _cpu_threads(engine: Engine) -> int | None:
     return None if threads is None else threads()
 
 
+def overlap_mode() -> str:
+    """``on``, ``off`` or ``auto``: what ``BLENDIN_OVERLAP`` asks (anything unknown is ``auto``)."""
+    mode = os.environ.get(ENV, "auto").strip().lower()
+    if mode in ("on", "1", "yes", "true"):
+        return "on"
+    if mode in ("off", "0", "no", "false"):
+        return "off"
+    return "auto"
+
+
 def overlap_allowed(pair: ModelPair) -> bool:
     """Whether the guide's (and anti-expert's) catch-ups may run beside the base's decodes.
 
@@ -48,11 +58,9 @@ def overlap_allowed(pair: ModelPair) -> bool:
     usable cores (llama-cpp-python's default, half the cores per model, fits; ``--threads`` equal
     to every core does not). GPU-offloaded models are left sequential: untested here.
     """
-    mode = os.environ.get(ENV, "auto").strip().lower()
-    if mode in ("on", "1", "yes", "true"):
-        return True
-    if mode in ("off", "0", "no", "false"):
-        return False
+    mode = overlap_mode()
+    if mode != "auto":
+        return mode == "on"
     if pair.base is None or (pair.guide is None and pair.anti is None):
         return False
     base = _cpu_threads(pair.base)
